@@ -1,0 +1,59 @@
+"""DeepSpeed-compatible training and inference for PyTorch (ds-core).
+
+Feature packages (ds-zero, ds-pipe, ...) add subpackages to this namespace; ops packages are
+plugins found through entry points and never imported from here.
+"""
+
+import importlib
+import pkgutil
+
+# Note: feature packages ship deepspeed/<feature>/ without a deepspeed/__init__.py; extend_path
+# makes their folders part of this package in editable installs, where each lives in its own src/.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+from deepspeed.version import __version__  # noqa: E402
+
+__version_major__, __version_minor__, __version_patch__ = (int(p) for p in __version__.split(".")[:3])
+
+# Public names, imported on first use so `import deepspeed` stays cheap (no engine, no comm setup).
+_LAZY = {
+    "initialize": "deepspeed._initialize",
+    "add_config_arguments": "deepspeed._initialize",
+    "init_distributed": "deepspeed.comm",
+    "DeepSpeedEngine": "deepspeed.runtime.engine",
+    "DeepSpeedConfig": "deepspeed.runtime.config",
+    "get_accelerator": "deepspeed.accelerator",
+    "logger": "deepspeed.utils",
+    "log_dist": "deepspeed.utils",
+}
+_SUBMODULES = {
+    "accelerator", "comm", "runtime", "ops", "utils", "checkpointing", "launcher", "profiling",
+    "monitor", "testing", "zero", "pipe", "moe", "inference", "compression", "checkpoint", "io",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        try:
+            module = importlib.import_module(f"deepspeed.{name}")
+        except ModuleNotFoundError as exc:
+            from deepspeed import _plugins
+
+            dist = _plugins.feature_for_module(f"deepspeed.{name}")
+            if dist is None or exc.name != f"deepspeed.{name}":
+                raise
+            raise AttributeError(
+                f"module 'deepspeed' has no attribute '{name}': deepspeed.{name} is provided by "
+                f"{dist}, which is not installed. Fix: pip install {dist}"
+            ) from exc
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'deepspeed' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)

@@ -1,0 +1,142 @@
+"""Accelerator conformance kit.
+
+Subclass :class:`AcceleratorConformance` in a plugin's test suite and set ``accelerator_name``
+(the entry-point name) and ``distribution``; pytest collects every ``test_*`` method. The kit
+skips (with the plugin's own reason) when the accelerator is not available on the machine.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from deepspeed import _plugins
+from deepspeed.accelerator.abstract_accelerator import DeepSpeedAccelerator
+
+
+class AcceleratorConformance:
+    accelerator_name: str = ""
+    #: Distribution expected to provide the plugin; None for core's built-in CPU accelerator.
+    distribution: str | None = None
+
+    # ---- fixture-free helpers (work under pytest and plain unittest-style runners) ----
+    def _cls(self) -> type[DeepSpeedAccelerator]:
+        if self.distribution is None:
+            from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
+
+            return CPU_Accelerator
+        return _plugins.load(_plugins.ACCELERATORS, self.accelerator_name)
+
+    def _acc(self) -> DeepSpeedAccelerator:
+        cls = self._cls()
+        if not cls.is_available():
+            import pytest
+
+            pytest.skip(f"{self.accelerator_name} is not available here: {cls.unavailable_reason()}")
+        return cls()
+
+    # ---- the checks ----
+    def test_plugin_metadata(self):
+        cls = self._cls()
+        assert issubclass(cls, DeepSpeedAccelerator)
+        assert cls._name == self.accelerator_name
+        if self.distribution is not None:
+            plugin = _plugins.get(_plugins.ACCELERATORS, self.accelerator_name)
+            assert plugin.distribution == self.distribution
+        assert isinstance(cls.is_available(), bool)
+        assert isinstance(cls.unavailable_reason(), str) and cls.unavailable_reason()
+
+    def test_device_names_make_tensors_on_the_device(self):
+        acc = self._acc()
+        assert isinstance(acc.device_name(), str)
+        assert isinstance(acc.current_device_name(), str)
+        t = torch.ones(4, device=acc.current_device_name())
+        assert acc.on_accelerator(t)
+        assert torch.device(acc.device_name(0)).type == t.device.type
+        assert acc.device_count() >= 1
+        acc.synchronize()
+
+    def test_communication_backend_is_known_to_torch(self):
+        acc = self._acc()
+        name = acc.communication_backend_name()
+        assert isinstance(name, str) and name
+        import torch.distributed as dist
+
+        assert dist.is_available()
+        assert name in dist.Backend.backend_list, f"{name} is not a torch.distributed backend"
+
+    def test_rng_is_reproducible_and_state_round_trips(self):
+        acc = self._acc()
+        dev = acc.current_device_name()
+        acc.manual_seed(1234)
+        a = torch.rand(8, device=dev)
+        acc.manual_seed(1234)
+        b = torch.rand(8, device=dev)
+        assert torch.equal(a, b)
+        state = acc.get_rng_state()
+        c = torch.rand(8, device=dev)
+        acc.set_rng_state(state)
+        d = torch.rand(8, device=dev)
+        assert torch.equal(c, d)
+        acc.manual_seed_all(7)
+        assert acc.initial_seed() == 7
+
+    def test_memory_calls_return_byte_counts(self):
+        acc = self._acc()
+        for fn in (acc.memory_allocated, acc.max_memory_allocated, acc.memory_reserved,
+                   acc.max_memory_reserved, acc.total_memory, acc.available_memory):
+            value = fn()
+            assert isinstance(value, int) and value >= 0, fn.__name__
+        assert acc.total_memory() > 0
+        acc.empty_cache()
+        acc.reset_peak_memory_stats()
+        acc.reset_max_memory_allocated()
+        assert isinstance(acc.memory_stats(), dict)
+
+    def test_dtypes(self):
+        acc = self._acc()
+        assert isinstance(acc.is_bf16_supported(), bool)
+        assert isinstance(acc.is_fp16_supported(), bool)
+        dtypes = acc.supported_dtypes()
+        assert torch.float32 in dtypes
+        assert (torch.bfloat16 in dtypes) == acc.is_bf16_supported()
+
+    def test_pin_memory_keeps_values(self):
+        acc = self._acc()
+        t = torch.arange(16, dtype=torch.float32)
+        pinned = acc.pin_memory(t)
+        assert torch.equal(pinned.cpu(), t)
+        assert isinstance(acc.is_pinned(pinned), bool)
+
+    def test_streams_and_events_exist(self):
+        acc = self._acc()
+        assert acc.Stream is not None
+        assert acc.Event is not None
+        assert acc.current_stream() is not None
+
+    def test_launcher_envs(self):
+        acc = self._acc()
+        envs = acc.visible_devices_envs()
+        assert envs and all(isinstance(e, str) and e for e in envs)
+        env: dict[str, str] = {}
+        acc.set_visible_devices_envs(env, [0, 1])
+        assert all(env[e] == "0,1" for e in envs)
+        assert all(isinstance(p, str) for p in acc.export_envs())
+
+    def test_unknown_op_builder_is_a_clear_error(self):
+        import pytest
+
+        acc = self._acc()
+        with pytest.raises(_plugins.PluginNotFoundError, match="no op builder 'no_such_op'.*misspelled or not installed"):
+            acc.create_op_builder("no_such_op")
+
+    def test_op_builders_load_and_describe_themselves(self):
+        acc = self._acc()
+        from deepspeed.ops.op_builder import OpBuilder
+
+        for key, plugin in _plugins.op_builders(acc._name).items():
+            cls = plugin.load()
+            assert issubclass(cls, OpBuilder), key
+            builder = acc.create_op_builder(cls.NAME)
+            assert builder.NAME == key.split(".", 1)[1]
+            assert isinstance(builder.is_compatible(), bool)
+            assert acc.get_op_builder(cls.__name__) is cls

@@ -1,0 +1,10 @@
+"""The feature object ds-core finds through the ``deepspeed.features`` entry point."""
+
+from deepspeed.runtime.feature import DeepSpeedFeature
+
+
+class MoeFeature(DeepSpeedFeature):
+    name = "moe"
+
+
+feature = MoeFeature()

@@ -1,0 +1,12 @@
+"""The CPU accelerator of ds-ops-cpu: core's CPU accelerator plus this package's op builders
+(registered as ``cpu.<op>`` in the ``deepspeed.op_builders`` group)."""
+
+from __future__ import annotations
+
+from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator as _CoreCPU
+
+
+class CPU_Accelerator(_CoreCPU):
+    # Note: above core's plain CPU fallback, below every device accelerator, so a machine with a
+    # GPU plugin installed picks the GPU and a CPU-only machine picks this.
+    priority = 0

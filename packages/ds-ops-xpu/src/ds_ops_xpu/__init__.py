@@ -1,0 +1,5 @@
+"""ds-ops-xpu: the xpu accelerator plugin. Found by ds-core through entry points; not an API."""
+
+from ds_ops_xpu._version import __version__
+
+__all__ = ["__version__"]
