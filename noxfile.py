@@ -1,0 +1,92 @@
+"""nox sessions for the monorepo.
+
+Every venv gets ``torch==2.13.0`` first (the CPU build on this machine's disk), so pip never
+resolves another torch. Packages are installed from their folders together with the sibling
+packages they declare, and nothing else: that proves each package works à la carte.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import tomllib
+
+import nox
+
+ROOT = pathlib.Path(__file__).parent
+PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
+TORCH = "torch==2.13.0"
+PYTHON = "3.11"
+
+nox.options.error_on_missing_interpreters = True
+nox.options.reuse_existing_virtualenvs = False
+nox.options.sessions = ["lint", "tests", "combined", "build"]
+
+
+def _requires(package: str) -> list[str]:
+    """Sibling packages ``package`` depends on, transitively, itself first."""
+    out: list[str] = []
+    todo = [package]
+    while todo:
+        name = todo.pop()
+        if name in out:
+            continue
+        out.append(name)
+        meta = tomllib.loads((ROOT / "packages" / name / "pyproject.toml").read_text())
+        for req in meta["project"].get("dependencies", []):
+            dep = re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].strip()
+            if dep in PACKAGES:
+                todo.append(dep)
+    return out
+
+
+def _install(session: nox.Session, packages: list[str], editable: bool = False) -> None:
+    session.install(TORCH)
+    paths: list[str] = []
+    for name in packages:
+        paths += ["-e", f"packages/{name}"] if editable else [f"packages/{name}"]
+    session.install(*paths, "pytest>=8")
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    session.run("python", "-m", "pytest", "-q", "-ra", *paths, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Run one package's tests in a venv holding only it and its declared dependencies."""
+    _install(session, _requires(package))
+    _pytest(session, f"packages/{package}/tests")
+
+
+@nox.session(python=PYTHON)
+def combined(session: nox.Session) -> None:
+    """All packages installed together (editable), then the cross-package tests in tests/."""
+    _install(session, PACKAGES, editable=True)
+    _pytest(session, "tests")
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Build every wheel, then install each alone (with its declared deps) into a fresh venv."""
+    session.install("build>=1.2", "virtualenv")
+    dist = ROOT / "dist"
+    session.run("python", "-c", f"import shutil; shutil.rmtree({str(dist)!r}, ignore_errors=True)")
+    for name in PACKAGES:
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), f"packages/{name}", silent=True)
+    session.run("python", "tests/wheel_check.py", "--dist", str(dist), "--torch", TORCH, *PACKAGES)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over every package, the tests, bench/ and this file."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """Run the README's demo in a venv with every package installed."""
+    _install(session, PACKAGES)
+    session.run("python", "examples/demo.py", *session.posargs)
