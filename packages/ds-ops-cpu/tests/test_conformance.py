@@ -1,8 +1,15 @@
 """ds-ops-cpu's accelerator passes core's conformance kit and is what ds-core selects here."""
 
-from deepspeed.testing.conformance import AcceleratorConformance
+from deepspeed.testing.conformance import AcceleratorConformance, PluginRegistration
 
 
 class TestCPUConformance(AcceleratorConformance):
     accelerator_name = "cpu"
     distribution = "ds-ops-cpu"
+
+
+class TestCPURegistration(PluginRegistration):
+    accelerator_name = "cpu"
+    distribution = "ds-ops-cpu"
+    communication_backend = "gloo"
+    visible_devices_env = "CUDA_VISIBLE_DEVICES"

@@ -1,39 +1,19 @@
-    """The npu plugin registers, reports itself unavailable here, and is refused clearly."""
-    import os
-    import subprocess
-    import sys
+"""The npu plugin: registration, clear refusal where no npu device exists, and the
+conformance kit where one does."""
 
-    import pytest
-
-    from deepspeed import _plugins
+from deepspeed.testing.conformance import AcceleratorConformance, PluginRegistration
 
 
-    def test_registered_under_entry_point():
-        plugin = _plugins.accelerators()["npu"]
-        assert plugin.distribution == "ds-ops-npu"
-        cls = plugin.load()
-        assert cls._name == "npu"
-        assert cls().communication_backend_name() == "hccl"
-        assert cls().visible_devices_envs()[0] == "ASCEND_RT_VISIBLE_DEVICES"
+class TestRegistration(PluginRegistration):
+    accelerator_name = "npu"
+    distribution = "ds-ops-npu"
+    communication_backend = "hccl"
+    visible_devices_env = "ASCEND_RT_VISIBLE_DEVICES"
+    sdk_modules = ('torch_npu',)
 
 
-    @pytest.mark.skipif(
-        _plugins.accelerators()["npu"].load().is_available(), reason="a npu device is present"
-    )
-    def test_unavailable_without_device_and_sdk_not_imported():
-        cls = _plugins.accelerators()["npu"].load()
-        assert cls.is_available() is False
-        assert cls.unavailable_reason()
-assert "torch_npu" not in sys.modules
+class TestConformance(AcceleratorConformance):
+    """Skips, naming the reason, on a machine without a npu device."""
 
-
-    @pytest.mark.skipif(
-        _plugins.accelerators()["npu"].load().is_available(), reason="a npu device is present"
-    )
-    def test_ds_accelerator_env_fails_clearly():
-        env = dict(os.environ, DS_ACCELERATOR="npu")
-        code = "from deepspeed.accelerator import get_accelerator; get_accelerator()"
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-        assert proc.returncode != 0
-        assert "DS_ACCELERATOR=npu: the npu accelerator (ds-ops-npu " in proc.stderr
-        assert "installed but not available on this machine" in proc.stderr
+    accelerator_name = "npu"
+    distribution = "ds-ops-npu"

@@ -1,37 +1,19 @@
-"""The rocm plugin registers, reports itself unavailable here, and is refused clearly."""
-import os
-import subprocess
-import sys
+"""The rocm plugin: registration, clear refusal where no rocm device exists, and the
+conformance kit where one does."""
 
-import pytest
-
-from deepspeed import _plugins
+from deepspeed.testing.conformance import AcceleratorConformance, PluginRegistration
 
 
-def test_registered_under_entry_point():
-    plugin = _plugins.accelerators()["rocm"]
-    assert plugin.distribution == "ds-ops-rocm"
-    cls = plugin.load()
-    assert cls._name == "rocm"
-    assert cls().communication_backend_name() == "nccl"
-    assert cls().visible_devices_envs()[0] == "HIP_VISIBLE_DEVICES"
+class TestRegistration(PluginRegistration):
+    accelerator_name = "rocm"
+    distribution = "ds-ops-rocm"
+    communication_backend = "nccl"
+    visible_devices_env = "HIP_VISIBLE_DEVICES"
+    sdk_modules = ()
 
 
-@pytest.mark.skipif(
-    _plugins.accelerators()["rocm"].load().is_available(), reason="a rocm device is present"
-)
-def test_unavailable_without_device_and_sdk_not_imported():
-    cls = _plugins.accelerators()["rocm"].load()
-    assert cls.is_available() is False
-    assert cls.unavailable_reason()
+class TestConformance(AcceleratorConformance):
+    """Skips, naming the reason, on a machine without a rocm device."""
 
-@pytest.mark.skipif(
-    _plugins.accelerators()["rocm"].load().is_available(), reason="a rocm device is present"
-)
-def test_ds_accelerator_env_fails_clearly():
-    env = dict(os.environ, DS_ACCELERATOR="rocm")
-    code = "from deepspeed.accelerator import get_accelerator; get_accelerator()"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert "DS_ACCELERATOR=rocm: the rocm accelerator (ds-ops-rocm " in proc.stderr
-    assert "installed but not available on this machine" in proc.stderr
+    accelerator_name = "rocm"
+    distribution = "ds-ops-rocm"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import torch
 
 from deepspeed.accelerator.abstract_accelerator import DeepSpeedAccelerator
 

@@ -7,7 +7,6 @@ names a feature; a hook that a feature does not override does nothing.
 
 from __future__ import annotations
 
-from typing import Any
 
 
 class DeepSpeedFeature:

@@ -140,3 +140,59 @@ class AcceleratorConformance:
             assert builder.NAME == key.split(".", 1)[1]
             assert isinstance(builder.is_compatible(), bool)
             assert acc.get_op_builder(cls.__name__) is cls
+
+
+class PluginRegistration:
+    """Checks that an accelerator plugin registers correctly and, where its device is absent,
+    reports itself unavailable without importing its SDK and is refused clearly by
+    ``DS_ACCELERATOR``."""
+
+    accelerator_name: str = ""
+    distribution: str = ""
+    communication_backend: str = ""
+    visible_devices_env: str = ""
+    #: Vendor SDK modules that must stay unimported while the plugin is probed.
+    sdk_modules: tuple[str, ...] = ()
+
+    def _plugin_cls(self) -> type[DeepSpeedAccelerator]:
+        return _plugins.load(_plugins.ACCELERATORS, self.accelerator_name)
+
+    def _skip_if_present(self) -> type[DeepSpeedAccelerator]:
+        cls = self._plugin_cls()
+        if cls.is_available():
+            import pytest
+
+            pytest.skip(f"a {self.accelerator_name} device is present on this machine")
+        return cls
+
+    def test_registered_under_entry_point(self):
+        plugin = _plugins.get(_plugins.ACCELERATORS, self.accelerator_name)
+        assert plugin.distribution == self.distribution
+        cls = plugin.load()
+        assert cls._name == self.accelerator_name
+        assert cls().communication_backend_name() == self.communication_backend
+        assert cls().visible_devices_envs()[0] == self.visible_devices_env
+
+    def test_unavailable_here_without_importing_sdk(self):
+        import sys
+
+        cls = self._skip_if_present()
+        assert cls.is_available() is False
+        assert cls.unavailable_reason()
+        for module in self.sdk_modules:
+            assert module not in sys.modules, f"probing {self.accelerator_name} imported {module}"
+
+    def test_ds_accelerator_env_is_refused_clearly(self):
+        import os
+        import subprocess
+        import sys
+
+        self._skip_if_present()
+        env = dict(os.environ, DS_ACCELERATOR=self.accelerator_name)
+        code = "from deepspeed.accelerator import get_accelerator; get_accelerator()"
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert proc.returncode == 1
+        last = proc.stderr.strip().splitlines()[-1]
+        name = self.accelerator_name
+        assert f"DS_ACCELERATOR={name}: the {name} accelerator ({self.distribution} " in last
+        assert "installed but not available on this machine" in last

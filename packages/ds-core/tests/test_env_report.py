@@ -1,0 +1,44 @@
+"""ds_report: versions, the accelerator chosen and why, plugins and op builders."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import torch
+
+from deepspeed import _plugins
+
+
+def _ds_report(*args, env=None):
+    exe = shutil.which("ds_report", path=os.path.dirname(sys.executable)) or shutil.which("ds_report")
+    assert exe, "the ds_report console script is not installed"
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=env)
+
+
+def test_report_lists_torch_accelerator_reason_and_plugins():
+    proc = _ds_report()
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"torch version               : {torch.__version__}" in out
+    assert "accelerator                 : cpu" in out
+    assert "chosen because" in out
+    for name, p in _plugins.accelerators().items():
+        assert f"{name}" in out and p.distribution in out
+    for name, p in _plugins.features().items():
+        assert p.distribution in out
+    for key in _plugins.op_builders():
+        assert key in out
+
+
+def test_report_fails_clearly_when_ds_accelerator_cannot_be_honoured():
+    proc = _ds_report(env=dict(os.environ, DS_ACCELERATOR="cuda"))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("ds_report: error: DS_ACCELERATOR=cuda: ")
+    assert "Fix:" in proc.stderr
+
+
+def test_hide_operator_status():
+    proc = _ds_report("--hide_operator_status")
+    assert proc.returncode == 0
+    assert "Op builders" not in proc.stdout
