@@ -1,0 +1,1 @@
+"""``deepspeed.monitor``: training-metric monitors (TensorBoard, WandB, CSV, Comet)."""

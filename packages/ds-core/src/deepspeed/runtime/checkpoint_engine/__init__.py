@@ -1,0 +1,1 @@
+"""``deepspeed.runtime.checkpoint_engine``: checkpoint writers."""

@@ -1,0 +1,562 @@
+"""``DeepSpeedConfig``: parse a ds_config (dict, JSON path or base64 JSON) into pydantic models.
+
+The root model is core's sections (:mod:`deepspeed.runtime._config_sections`) plus the sections
+that installed feature packages register through their feature object's ``config_sections()``.
+Unknown keys at any depth are errors with a did-you-mean; a section that belongs to a feature
+that is not installed names the package to install; ``"auto"`` means "use the default" and is
+logged; the batch triangle is resolved and checked (:mod:`deepspeed.runtime._batch`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import os
+from typing import Any, Callable, Optional, Union
+
+from pydantic import Field, create_model
+
+from deepspeed import _plugins
+from deepspeed.comm.config import DeepSpeedCommsConfig
+from deepspeed.monitor.config import DeepSpeedMonitorConfig
+from deepspeed.runtime import _batch
+from deepspeed.runtime._config_model import AUTO, DeepSpeedConfigModel, _is_auto, validate_model
+from deepspeed.runtime._config_sections import CoreSections
+from deepspeed.runtime.checkpoint_engine.config import ValidationMode
+from deepspeed.runtime.precision_config import torch_dtype
+from deepspeed.utils.logging import logger
+
+__all__ = ["DeepSpeedConfig", "DeepSpeedConfigModel", "DeepSpeedConfigError"]
+
+ADAGRAD_OPTIMIZER = "adagrad"
+ADAM_OPTIMIZER = "adam"
+ADAMW_OPTIMIZER = "adamw"
+LAMB_OPTIMIZER = "lamb"
+ONEBIT_ADAM_OPTIMIZER = "onebitadam"
+ZERO_ONE_ADAM_OPTIMIZER = "zerooneadam"
+ONEBIT_LAMB_OPTIMIZER = "onebitlamb"
+MUADAM_OPTIMIZER = "muadam"
+MUADAMW_OPTIMIZER = "muadamw"
+MUSGD_OPTIMIZER = "musgd"
+LION_OPTIMIZER = "lion"
+MUON_OPTIMIZER = "muon"
+DEEPSPEED_OPTIMIZERS = [
+    ADAGRAD_OPTIMIZER, ADAM_OPTIMIZER, ADAMW_OPTIMIZER, LAMB_OPTIMIZER, ONEBIT_ADAM_OPTIMIZER,
+    ONEBIT_LAMB_OPTIMIZER, ZERO_ONE_ADAM_OPTIMIZER, MUADAM_OPTIMIZER, MUADAMW_OPTIMIZER,
+    MUSGD_OPTIMIZER, LION_OPTIMIZER, MUON_OPTIMIZER,
+]
+TORCH_ADAM_PARAM = "torch_adam"
+ADAM_W_MODE = "adam_w_mode"
+ADAM_W_MODE_DEFAULT = True
+
+
+class DeepSpeedConfigError(ValueError):
+    """A ds_config that cannot be used (DeepSpeed's name; a ValueError here)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections owned by feature packages
+# ---------------------------------------------------------------------------------------------
+
+
+def _enabled_false(section: Any) -> bool:
+    return section in (None, False, {}) or (isinstance(section, dict) and not section.get("enabled", False))
+
+
+def _zero_inert(section: Any, _root: dict) -> bool:
+    if isinstance(section, bool) or section is None:
+        return not section
+    return isinstance(section, dict) and int(section.get("stage", 0) or 0) == 0
+
+
+def _aio_inert(_section: Any, root: dict) -> bool:
+    # Note: Lightning writes an `aio` block into every config it generates; it only matters when
+    # something offloads to NVMe, so without ds-aio it is inert unless an offload device is nvme.
+    zero = root.get("zero_optimization")
+    if not isinstance(zero, dict):
+        return True
+    return all(
+        not (isinstance(zero.get(k), dict) and str(zero[k].get("device", "")).lower() == "nvme")
+        for k in ("offload_param", "offload_optimizer")
+    )
+
+
+def _compression_inert(section: Any, _root: dict) -> bool:
+    if section in (None, {}):
+        return True
+    if not isinstance(section, dict):
+        return False
+    for technique in section.values():
+        shared = technique.get("shared_parameters", {}) if isinstance(technique, dict) else {}
+        if isinstance(shared, dict) and shared.get("enabled", False):
+            return False
+    return True
+
+
+def _tensor_parallel_inert(section: Any, _root: dict) -> bool:
+    if section in (None, {}):
+        return True
+    if not isinstance(section, dict):
+        return False
+    tp = section.get("tensor_parallel") or section.get("tp") or {}
+    sizes = [section.get("autotp_size"), tp.get("tp_size") if isinstance(tp, dict) else None]
+    return all(s in (None, 0, 1) or _is_auto(s) for s in sizes)
+
+
+def _empty(section: Any, _root: dict) -> bool:
+    return section in (None, False, {})
+
+
+# key -> (distribution that provides it, "is this section inert?")
+# Note: keep this table in sync with the feature packages' config_sections(); it is what lets a
+# user without the package get "pip install ds-zero" instead of "unknown key".
+SECTION_PROVIDERS: dict[str, tuple[str, Callable[[Any, dict], bool]]] = {
+    "zero_optimization": ("ds-zero", _zero_inert),
+    "pipeline": ("ds-pipe", _empty),
+    "aio": ("ds-aio", _aio_inert),
+    "compression_training": ("ds-compression", _compression_inert),
+    "weight_quantization": ("ds-compression", _empty),
+    "quantize_training": ("ds-compression", lambda s, r: _enabled_false(s)),
+    "moe": ("ds-moe", lambda s, r: _enabled_false(s)),
+    "expert_parallel": ("ds-moe", lambda s, r: _enabled_false(s)),
+    "tensor_parallel": ("ds-inference", _tensor_parallel_inert),
+    "nebula": ("ds-checkpoint", lambda s, r: _enabled_false(s)),
+    "datastates_ckpt": ("ds-checkpoint", lambda s, r: _enabled_false(s)),
+}
+
+# Keys renamed before validation: legacy spelling -> current key.
+_RENAMED = {
+    "bfloat16": "bf16",
+    "seq_parallel_comm_data_type": "seq_parallel_communication_data_type",
+}
+
+# (dotted key, "is it on?", what happens) for accepted keys whose behaviour is not implemented.
+_UNSUPPORTED: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("amp.enabled", bool, "NVIDIA apex AMP is not supported; use fp16 or bf16"),
+    ("msamp.enabled", bool, "MS-AMP is not supported; training runs without it"),
+    ("autotuning", lambda v: isinstance(v, dict) and bool(v.get("enabled")), "the autotuner is not implemented"),
+    ("data_efficiency", lambda v: isinstance(v, dict) and bool(v.get("enabled")),
+     "data efficiency (curriculum sampling, random-LTD) is not implemented"),
+    ("curriculum_learning", lambda v: isinstance(v, dict) and bool(v.get("enabled")),
+     "legacy curriculum learning is not implemented"),
+    ("sparse_attention", lambda v: v is not None, "sparse attention is not implemented"),
+    ("progressive_layer_drop.enabled", bool, "progressive layer drop is not implemented"),
+    ("eigenvalue.enabled", bool, "eigenvalue computation is not implemented"),
+    ("hybrid_engine.enabled", bool, "the hybrid (RLHF) engine is not implemented"),
+    ("compile.deepcompile", bool, "DeepCompile is not implemented; engine.compile() uses torch.compile"),
+    ("graph_harvesting", bool, "graph harvesting is not implemented"),
+    ("managed_gradient_accumulation", bool, "managed gradient accumulation is not implemented"),
+]
+
+_PIPELINE_DEFAULTS = {
+    "stages": "auto",
+    "partition": "best",
+    "seed_layers": False,
+    "activation_checkpoint_interval": 0,
+    "pipe_partitioned": True,
+    "grad_partitioned": True,
+}
+
+
+class _RootBase(CoreSections):
+    @classmethod
+    def _extra_key_names(cls) -> list[str]:
+        # candidates for did-you-mean even when the owning package is not installed
+        return list(SECTION_PROVIDERS) + list(_RENAMED)
+
+
+_root_cache: dict[tuple, type] = {}
+
+
+def _feature_sections() -> tuple[dict[str, type], dict[str, str]]:
+    """Sections registered by installed feature packages, and installed distribution names."""
+    sections: dict[str, type] = {}
+    owners: dict[str, str] = {}
+    for name, plugin in _plugins.features().items():
+        owners[plugin.distribution] = name
+        feature = plugin.load()
+        for key, model in (feature.config_sections() or {}).items():
+            if key in CoreSections.model_fields:
+                raise RuntimeError(
+                    f"{plugin.distribution} {plugin.version} registers ds_config section '{key}', "
+                    f"which ds-core owns. Fix: upgrade {plugin.distribution} or ds-core."
+                )
+            if key in sections:
+                raise RuntimeError(
+                    f"two feature packages register ds_config section '{key}' "
+                    f"(the second is {plugin.distribution}). Fix: uninstall one of them."
+                )
+            sections[key] = model
+    return sections, owners
+
+
+def _root_model(sections: dict[str, type]) -> type:
+    key = tuple(sorted((k, id(m)) for k, m in sections.items()))
+    if key not in _root_cache:
+        fields = {k: (m, Field(default_factory=m)) for k, m in sections.items()}
+        _root_cache[key] = create_model("DeepSpeedConfigRoot", __base__=_RootBase, **fields)
+    return _root_cache[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------------
+
+
+def _no_duplicates(source: str) -> Callable[[list], dict]:
+    def hook(pairs: list) -> dict:
+        out: dict = {}
+        for k, v in pairs:
+            if k in out:
+                raise ValueError(f"ds_config {source}: duplicate key '{k}'; remove one of them")
+            out[k] = v
+        return out
+
+    return hook
+
+
+def _load(config: Any) -> dict:
+    if isinstance(config, dict):
+        return copy.deepcopy(config)
+    if isinstance(config, os.PathLike):
+        config = os.fspath(config)
+    if not isinstance(config, str):
+        raise ValueError(
+            f"ds_config must be a dict, a path to a JSON file, or a base64-encoded JSON string "
+            f"(got {type(config).__name__})"
+        )
+    if os.path.exists(config):
+        with open(config, "r") as f:
+            try:
+                loaded = json.load(f, object_pairs_hook=_no_duplicates(config))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"ds_config {config} is not valid JSON: {exc}") from None
+    else:
+        text = config.strip()
+        if not text.startswith("{"):
+            try:
+                text = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                shown = config if len(config) <= 80 else config[:77] + "..."
+                raise ValueError(
+                    f"ds_config '{shown}' is neither an existing file nor base64-encoded JSON; "
+                    f"pass a dict, a path to a JSON file, or base64 of the JSON text"
+                ) from None
+        try:
+            loaded = json.loads(text, object_pairs_hook=_no_duplicates("string"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"ds_config string does not decode to JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"ds_config must be a JSON object at the top level (got {type(loaded).__name__})")
+    return loaded
+
+
+def _strip_auto(data: dict, path: str = "") -> tuple[dict, list[str]]:
+    """Drop every ``"auto"`` value (at any depth) so the key takes its default; return the
+    cleaned dict and the dotted keys that were "auto"."""
+    out: dict = {}
+    autos: list[str] = []
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if _is_auto(value):
+            autos.append(dotted)
+            continue
+        if isinstance(value, dict):
+            value, inner = _strip_auto(value, dotted)
+            autos.extend(inner)
+        out[key] = value
+    return out, autos
+
+
+def _get(data: dict, dotted: str) -> Any:
+    cur: Any = data
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSpeedConfig
+# ---------------------------------------------------------------------------------------------
+
+
+class DeepSpeedConfig:
+    """A parsed and checked ds_config, with DeepSpeed's flat attribute names.
+
+    ``config``: a dict, a path to a JSON file, or a base64-encoded JSON string. ``mpu`` /
+    ``mesh_device`` / ``world_size`` decide the data-parallel world size of the batch triangle.
+    ``.model`` is the validated pydantic root; ``._param_dict`` the dict after "auto" handling.
+    """
+
+    def __init__(self, config: Union[str, dict, os.PathLike], mpu: Any = None, mesh_device: Any = None,
+                 world_size: Optional[int] = None):
+        raw = _load(config)
+        param_dict, autos = _strip_auto(raw)
+        for dotted in autos:
+            logger.info(f"ds_config: '{dotted}' is \"{AUTO}\"; using its default")
+
+        errors: list[str] = []
+        for old, new in _RENAMED.items():
+            if old in param_dict:
+                if new in param_dict:
+                    errors.append(f"ds_config: both '{old}' and '{new}' are set; '{old}' is the legacy "
+                                  f"name of '{new}', keep only '{new}'")
+                else:
+                    param_dict[new] = param_dict.pop(old)
+        if isinstance(param_dict.get("zero_optimization"), bool):
+            logger.warning("ds_config: a boolean 'zero_optimization' is deprecated; use "
+                           "{\"zero_optimization\": {\"stage\": 1}} (true) or {\"stage\": 0} (false)")
+            stage = 1 if param_dict["zero_optimization"] else 0
+            section: dict[str, Any] = {"stage": stage}
+            if "allgather_size" in param_dict:
+                size = param_dict.pop("allgather_size")
+                if stage:
+                    section["allgather_bucket_size"] = size
+            param_dict["zero_optimization"] = section
+
+        sections, installed = _feature_sections()
+        to_validate = dict(param_dict)
+        self._unvalidated: dict[str, Any] = {}
+        for key, (dist, inert) in SECTION_PROVIDERS.items():
+            if key not in to_validate or key in sections:
+                continue
+            value = to_validate.pop(key)
+            if dist in installed:
+                # Note: the package is installed but does not (yet) register a schema for the
+                # section; keep it as given rather than reject it as unknown.
+                logger.warning(f"ds_config.{key}: {dist} does not validate this section; it is passed on unchecked")
+                self._unvalidated[key] = value
+            elif inert(value, param_dict):
+                logger.info(f"ds_config.{key} is ignored: it is disabled, and {dist} (which provides it) is not installed")
+            else:
+                errors.append(f"ds_config.{key} needs {dist}: pip install {dist}")
+
+        root = _root_model(sections)
+        try:
+            self.model = validate_model(root, to_validate, "ds_config")
+        except ValueError as exc:
+            errors.extend(str(exc).splitlines())
+            self.model = None
+        if errors:
+            raise ValueError("\n".join(errors))
+
+        self._param_dict = param_dict
+        self._check()
+        self._warn_unsupported()
+
+        self.global_rank = _global_rank()
+        self.world_size = _batch.dp_world_size(world_size, mpu, mesh_device, self.model.sequence_parallel_size)
+        self._set_flat_attributes()
+        self._configure_train_batch_size(autos)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        m = self.model
+        if m.fp16.enabled and m.bf16.enabled:
+            raise ValueError("ds_config: fp16.enabled and bf16.enabled are both true; enable at most one of them")
+        if m.elasticity.enabled:
+            raise NotImplementedError(
+                "ds_config.elasticity.enabled=true: elastic training is not implemented; "
+                "set elasticity.enabled to false or remove the section"
+            )
+        zero = getattr(m, "zero_optimization", None)
+        stage = int(getattr(zero, "stage", 0) or 0)
+        if m.gradient_allreduce_op == "sum" and stage == 3:
+            raise ValueError("ds_config: gradient_allreduce_op='sum' is not supported with zero_optimization.stage 3; "
+                             "use 'mean'")
+        for flag, name in ((m.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads"),
+                           (m.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads"),
+                           (m.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states")):
+            if flag and stage not in (1, 2, 3):
+                raise ValueError(f"ds_config: {name}=true needs zero_optimization.stage 1, 2 or 3 (stage is {stage})")
+        if m.bf16.bf16_optimizer_states and not m.bf16.bf16_master_weights_and_grads:
+            raise ValueError("ds_config: bf16.bf16_optimizer_states=true needs bf16.bf16_master_weights_and_grads=true")
+
+    def _warn_unsupported(self) -> None:
+        for dotted, is_on, what in _UNSUPPORTED:
+            value = _get(self._param_dict, dotted)
+            if value is not None and is_on(value):
+                logger.warning(f"ds_config: '{dotted}' is set but {what}")
+        if self.model.vocabulary_size and self.model.vocabulary_size % 8 != 0:
+            logger.warning(f"ds_config: vocabulary_size {self.model.vocabulary_size} is not a multiple of 8, "
+                           "which may lower tensor-core utilisation")
+        params = (self.model.optimizer.params or {}) if self.model.optimizer else {}
+        if isinstance(params.get("max_grad_norm"), (int, float)) and params["max_grad_norm"] > 0:
+            logger.warning("ds_config: optimizer.params.max_grad_norm is not supported; use the top-level "
+                           "'gradient_clipping' instead")
+
+    # -- batch ----------------------------------------------------------------------------
+
+    def _configure_train_batch_size(self, autos: list[str]) -> None:
+        m = self.model
+        train, micro, gas = m.train_batch_size, m.train_micro_batch_size_per_gpu, m.gradient_accumulation_steps
+        if train is None and micro is None and (_batch.TRAIN in autos or _batch.MICRO in autos):
+            # Note: an HF-style config whose batch keys are all "auto" reaches us only when nothing
+            # filled them in (e.g. zero.Init before the Trainer runs); DeepSpeed would refuse it.
+            # Use a micro batch of 1 so the config parses, and say so.
+            logger.info(f"ds_config: {_batch.TRAIN} and {_batch.MICRO} are \"auto\"; using {_batch.MICRO}=1")
+            micro = 1
+        sizes = _batch.resolve_batch(train, micro, gas, self.world_size)
+        self.train_batch_size = sizes.train_batch_size
+        self.train_micro_batch_size_per_gpu = sizes.train_micro_batch_size_per_gpu
+        self.gradient_accumulation_steps = sizes.gradient_accumulation_steps
+
+    def _set_batch_related_parameters(self) -> None:
+        """Recompute the triangle after a caller changed one corner (DeepSpeed's method name)."""
+        sizes = _batch.resolve_batch(self.train_batch_size, self.train_micro_batch_size_per_gpu,
+                                     self.gradient_accumulation_steps, self.world_size)
+        self.train_batch_size = sizes.train_batch_size
+        self.train_micro_batch_size_per_gpu = sizes.train_micro_batch_size_per_gpu
+        self.gradient_accumulation_steps = sizes.gradient_accumulation_steps
+
+    # -- flat attributes --------------------------------------------------------------------
+
+    def _set_flat_attributes(self) -> None:
+        m = self.model
+        self.steps_per_print = m.steps_per_print
+        self.dump_state = m.dump_state
+        self.disable_allgather = m.disable_allgather
+        self.communication_data_type = torch_dtype(m.communication_data_type)
+        self.seq_parallel_communication_data_type = torch_dtype(m.seq_parallel_communication_data_type)
+        self.prescale_gradients = m.prescale_gradients
+        self.gradient_predivide_factor = m.gradient_predivide_factor
+        self.gradient_allreduce_op = m.gradient_allreduce_op
+        self.sparse_gradients_enabled = m.sparse_gradients
+        self.managed_gradient_accumulation = m.managed_gradient_accumulation
+
+        zero = getattr(m, "zero_optimization", None)
+        self.zero_config = zero
+        self.zero_optimization_stage = int(getattr(zero, "stage", 0) or 0)
+        self.zero_enabled = self.zero_optimization_stage > 0
+        self.mics_shard_size = getattr(zero, "mics_shard_size", -1)
+        self.mics_hierarchial_params_gather = getattr(zero, "mics_hierarchical_params_gather", False)
+
+        self.activation_checkpointing_config = m.activation_checkpointing
+        self.comms_config = DeepSpeedCommsConfig(self._param_dict)
+        self.monitor_config = DeepSpeedMonitorConfig(
+            tensorboard=m.tensorboard, wandb=m.wandb, csv_monitor=m.csv_monitor, comet=m.comet)
+
+        self.gradient_clipping = m.gradient_clipping
+        self.float16_config = m.fp16
+        self.bfloat16_config = m.bf16
+        self.fp16_enabled = m.fp16.enabled
+        self.fp16_auto_cast = m.fp16.auto_cast
+        self.fp16_master_weights_and_gradients = m.fp16.fp16_master_weights_and_grads
+        self.bfloat16_enabled = m.bf16.enabled
+        self.bf16_enabled = m.bf16.enabled
+        self.bfloat16_immediate_grad_update = m.bf16.immediate_grad_update
+        self.bfloat16_check_grad_overflow = m.bf16.check_grad_overflow
+        self.loss_scale = m.fp16.loss_scale
+        self.initial_dynamic_scale = m.fp16.initial_dynamic_scale()
+        self.dynamic_loss_scale_args = m.fp16.dynamic_loss_scale_args() if m.fp16.enabled else None
+        self.amp_enabled = m.amp.enabled
+        self.amp_params = m.amp.params() if "amp" in self._param_dict else False
+        self.torch_autocast_enabled = m.torch_autocast.enabled
+        self.torch_autocast_dtype = torch_dtype(m.torch_autocast.dtype)
+        self.torch_autocast_lower_precision_safe_modules = m.torch_autocast.lower_precision_safe_modules
+        self.graph_harvesting = m.graph_harvesting
+
+        opt = m.optimizer
+        name = opt.type if opt is not None else None
+        if name is not None and name.lower() in DEEPSPEED_OPTIMIZERS:
+            name = name.lower()
+        self.optimizer_name = name
+        self.optimizer_params = opt.params if opt is not None and name is not None else None
+        self.optimizer_legacy_fusion = opt.legacy_fusion if opt is not None else False
+        self.zero_allow_untested_optimizer = m.zero_allow_untested_optimizer
+        self.zero_force_ds_cpu_optimizer = m.zero_force_ds_cpu_optimizer
+        sch = m.scheduler
+        self.scheduler_name = sch.type if sch is not None else None
+        self.scheduler_params = sch.params if sch is not None and sch.type is not None else None
+
+        self.flops_profiler_config = m.flops_profiler
+        self.wall_clock_breakdown = m.wall_clock_breakdown or m.flops_profiler.enabled
+        self.memory_breakdown = m.memory_breakdown
+        self.timers_config = m.timers
+        self.compile_config = m.compile
+        self.hybrid_engine = m.hybrid_engine
+        self.elasticity_enabled = m.elasticity.enabled
+        self.autotuning_config = m.autotuning
+        self.sparse_attention = m.sparse_attention
+        self.pld_enabled = m.progressive_layer_drop.enabled
+        self.pld_params = (m.progressive_layer_drop.model_dump(exclude={"enabled"})
+                           if "progressive_layer_drop" in self._param_dict else False)
+        ev = m.eigenvalue
+        self.eigenvalue_enabled = ev.enabled
+        self.eigenvalue_verbose = ev.verbose
+        self.eigenvalue_max_iter = ev.max_iter
+        self.eigenvalue_tol = ev.tol
+        self.eigenvalue_stability = ev.stability
+        self.eigenvalue_gas_boundary_resolution = ev.gas_boundary_resolution
+        self.eigenvalue_layer_name = ev.layer_name
+        self.eigenvalue_layer_num = ev.layer_num
+        self.data_efficiency_enabled = bool((m.data_efficiency or {}).get("enabled", False))
+        self.data_efficiency_config = m.data_efficiency or {}
+        self.curriculum_enabled_legacy = bool((m.curriculum_learning or {}).get("enabled", False))
+        self.curriculum_params_legacy = m.curriculum_learning or False
+        self.use_data_before_expert_parallel_ = m.use_data_before_expert_parallelism
+        self.sequence_parallel_size = m.sequence_parallel_size
+        self.data_parallel_size = m.data_parallel_size
+
+        ckpt = m.checkpoint
+        self.checkpoint_config = ckpt
+        self.checkpoint_tag_validation_enabled = ckpt.tag_validation != ValidationMode.IGNORE
+        self.checkpoint_tag_validation_fail = ckpt.tag_validation == ValidationMode.FAIL
+        self.load_universal_checkpoint = ckpt.load_universal
+        self.use_node_local_storage = ckpt.use_node_local_storage
+        self.checkpoint_parallel_write_pipeline = ckpt.parallel_write.pipeline_stage
+        self.grad_accum_dtype = m.data_types.grad_accum_dtype
+        self.param_dtype = m.data_types.param_dtype
+        self.buffer_dtype = m.data_types.buffer_dtype
+        self.dataloader_drop_last = m.dataloader_drop_last
+        self.log_level = m.log_level
+        self.vocabulary_size = m.vocabulary_size
+
+        # Sections of feature packages, under DeepSpeed's attribute names (None when absent).
+        pipe = getattr(m, "pipeline", None)
+        self.pipeline = dict(_PIPELINE_DEFAULTS, **(pipe.model_dump() if pipe is not None else {}))
+        aio = getattr(m, "aio", None)
+        self.aio_config = aio.model_dump() if aio is not None else None
+        comp = getattr(m, "compression_training", None)
+        self.compression_config = comp.model_dump() if comp is not None else None
+        self.weight_quantization_config = getattr(m, "weight_quantization", None) or \
+            self._unvalidated.get("weight_quantization")
+        self.quantize_training_config = getattr(m, "quantize_training", None)
+        self.tensor_parallel_config = getattr(m, "tensor_parallel", None) or self._unvalidated.get("tensor_parallel")
+        self.expert_parallel_config = getattr(m, "expert_parallel", None) or self._unvalidated.get("expert_parallel")
+        self.nebula_config = getattr(m, "nebula", None) or self._unvalidated.get("nebula")
+        self.datastates_config = getattr(m, "datastates_ckpt", None) or self._unvalidated.get("datastates_ckpt")
+
+    # -- printing ---------------------------------------------------------------------------
+
+    def print_user_config(self) -> None:
+        logger.info("  json = {}".format(json.dumps(self._param_dict, sort_keys=True, indent=4,
+                                                     separators=(",", ":"), default=str)))
+
+    def print(self, name: str) -> None:
+        """Log every attribute, then the user's config as JSON (DeepSpeed's format)."""
+        logger.info(f"{name}:")
+        for arg in sorted(vars(self)):
+            if arg in ("_param_dict", "model", "_unvalidated"):
+                continue
+            dots = "." * (29 - len(arg))
+            logger.info(f"  {arg} {dots} {getattr(self, arg)}")
+        self.print_user_config()
+
+    def __repr__(self) -> str:
+        return (f"DeepSpeedConfig(train_batch_size={self.train_batch_size}, "
+                f"train_micro_batch_size_per_gpu={self.train_micro_batch_size_per_gpu}, "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps}, world_size={self.world_size})")
+
+
+def _global_rank() -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
