@@ -6,5 +6,10 @@ from deepspeed.runtime.feature import DeepSpeedFeature
 class CompressionFeature(DeepSpeedFeature):
     name = "compression"
 
+    def config_sections(self) -> dict[str, type]:
+        from deepspeed.compression.config import DeepSpeedCompressionConfig
+
+        return {"compression_training": DeepSpeedCompressionConfig}
+
 
 feature = CompressionFeature()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
@@ -44,6 +44,8 @@ class DeepSpeedConfigModel(BaseModel):
         protected_namespaces=(),
     )
     _deprecated_mapped: bool = PrivateAttr(default=False)
+    #: Dotted ds_config key of this section, for messages (e.g. "zero_optimization").
+    _config_path: ClassVar[str] = ""
 
     def __init__(self, strict: bool = False, **data: Any) -> None:
         # Note: DeepSpeed's models take `strict` as a constructor flag (no "auto" dropping when
@@ -62,10 +64,14 @@ class DeepSpeedConfigModel(BaseModel):
         kept = {}
         for key, value in data.items():
             if _is_auto(value) and key not in cls._auto_kept_fields():
-                logger.info(f"ds_config: {cls.__name__}.{key} is \"auto\"; using its default")
+                logger.info(f"ds_config: '{cls._dotted(key)}' is \"auto\"; using its default")
                 continue
             kept[key] = value
         return kept
+
+    @classmethod
+    def _dotted(cls, key: str) -> str:
+        return f"{cls._config_path}.{key}" if cls._config_path else key
 
     @classmethod
     def _auto_kept_fields(cls) -> frozenset[str]:
@@ -79,27 +85,27 @@ class DeepSpeedConfigModel(BaseModel):
             return self
         self._deprecated_mapped = True
         fields = type(self).model_fields
+        by_key = {}
+        for fname, f in fields.items():
+            by_key[fname] = fname
+            if f.alias:
+                by_key[f.alias] = fname
         for name in list(self.model_fields_set):
             field = fields.get(name)
             extra = field.json_schema_extra if field is not None else None
             if not isinstance(extra, dict) or not extra.get("deprecated"):
                 continue
-            new_param = extra.get("new_param", "")
-            value = getattr(self, name)
-            logger.warning(
-                f"ds_config: '{field.alias or name}' is deprecated"
-                + (f"; use '{new_param}' instead" if new_param else "")
-            )
-            if not new_param or not extra.get("set_new_param", True) or new_param not in fields:
+            old_key = self._dotted(field.alias or name)
+            new_key = extra.get("new_param", "")
+            logger.warning(f"ds_config: '{old_key}' is deprecated" + (f"; use '{self._dotted(new_key)}' instead" if new_key else ""))
+            target = by_key.get(new_key)
+            if target is None or not extra.get("set_new_param", True):
                 continue
-            if new_param in self.model_fields_set:
-                raise ValueError(
-                    f"'{field.alias or name}' is deprecated and '{new_param}' is also set; "
-                    f"remove '{field.alias or name}'"
-                )
+            if target in self.model_fields_set:
+                raise ValueError(f"'{old_key}' is deprecated and '{self._dotted(new_key)}' is also set; remove '{old_key}'")
             fn = extra.get("new_param_fn", lambda v: v)
             # Note: write through __dict__ so validate_assignment does not re-run this validator.
-            self.__dict__[new_param] = fn(value)
+            self.__dict__[target] = fn(getattr(self, name))
         return self
 
 
