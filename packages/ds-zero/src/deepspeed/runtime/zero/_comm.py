@@ -1,0 +1,60 @@
+"""The few collectives ZeRO needs, over ``torch.distributed`` process groups.
+
+# Note: ZeRO calls torch.distributed directly rather than deepspeed.comm so that the optimizer
+# works in any process that initialised torch.distributed (Lightning, Accelerate, plain torchrun);
+# the groups it receives may come from deepspeed.comm, which wraps the same objects.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size(group=None) -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group)
+
+
+def rank(group=None) -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0
+    return dist.get_rank(group)
+
+
+def all_reduce(tensor: torch.Tensor, op=None, group=None, async_op: bool = False):
+    if world_size(group) == 1:
+        return None
+    return dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM, group=group, async_op=async_op)
+
+
+def reduce_scatter_v(output: torch.Tensor, pieces: list[torch.Tensor], group=None, async_op: bool = False):
+    """Sum ``pieces[r]`` over ranks into ``output`` on rank ``r``; pieces may differ in size (or be empty)."""
+    if world_size(group) == 1:
+        output.copy_(pieces[0])
+        return None
+    sizes = {p.numel() for p in pieces}
+    if len(sizes) == 1:
+        flat = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        return fn(output, flat, group=group, async_op=async_op)
+    return dist.reduce_scatter(output, pieces, group=group, async_op=async_op)
+
+
+def all_gather_into(output: torch.Tensor, local: torch.Tensor, group=None, async_op: bool = False):
+    """Gather equal-sized ``local`` tensors of every rank, in rank order, into flat ``output``."""
+    if world_size(group) == 1:
+        if output.data_ptr() != local.data_ptr():
+            output.copy_(local)
+        return None
+    fn = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    return fn(output, local, group=group, async_op=async_op)
+
+
+def broadcast(tensor: torch.Tensor, src_rank: int, group=None):
+    """Broadcast from ``src_rank`` (a rank *in* ``group``) to the group."""
+    if world_size(group) == 1:
+        return
+    src = dist.get_global_rank(group, src_rank) if group is not None else src_rank
+    dist.broadcast(tensor, src=src, group=group)
