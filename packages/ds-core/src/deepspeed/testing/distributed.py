@@ -65,7 +65,10 @@ def _context():
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["torch", "torch.distributed"])
+        # pytest is preloaded only when the caller already runs under it (it is what imports the
+        # test modules the ranks unpickle); the preload applies when the server first starts.
+        extra = [m for m in ("pytest",) if m in sys.modules]
+        ctx.set_forkserver_preload(["torch", "torch.distributed", "deepspeed.comm", *extra])
     return ctx
 
 
