@@ -1,0 +1,79 @@
+"""``deepspeed.initialize`` and ``deepspeed.add_config_arguments``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from deepspeed.utils.logging import logger
+
+
+def _installed_features() -> list:
+    """Feature objects of every installed feature package, in entry-point name order."""
+    from deepspeed import _plugins
+
+    return [_plugins.load(_plugins.FEATURES, name) for name in _plugins.features()]
+
+
+def _resolve_config(args, config, config_params) -> Any:
+    if config is not None and config_params is not None and config is not config_params and config != config_params:
+        raise ValueError("deepspeed.initialize: both config and config_params were given with different values; "
+                         "config_params is the legacy name of config, pass only config")
+    if config is None:
+        config = config_params
+    from_args = None
+    if args is not None:
+        from_args = getattr(args, "deepspeed_config", None)
+        if from_args is None and getattr(args, "deepscale_config", None) is not None:
+            logger.warning("--deepscale_config is deprecated, please use --deepspeed_config")
+            from_args = args.deepscale_config
+    if from_args is not None and config is not None:
+        raise ValueError("deepspeed.initialize: a config was given both as args.deepspeed_config and as the config "
+                         "argument; pass only one of them")
+    config = config if config is not None else from_args
+    if config is None:
+        raise ValueError("deepspeed.initialize: no DeepSpeed config; pass config=<dict or path to JSON> or "
+                         "args with --deepspeed_config")
+    return config
+
+
+def initialize(args=None, model=None, optimizer=None, model_parameters=None, training_data=None, lr_scheduler=None,
+               mpu=None, dist_init_required=None, collate_fn=None, config=None, config_params=None):
+    """Build the engine for ``model`` from the ds_config.
+
+    Returns ``(engine, engine.optimizer, engine.training_dataloader, engine.lr_scheduler)``.
+    ``optimizer`` and ``lr_scheduler`` may be objects or callables (``optimizer(params)``,
+    ``lr_scheduler(optimizer)``); ``model_parameters`` an iterator, a list of tensors, or param
+    groups; ``training_data`` a Dataset, for which a distributed loader is built.
+    """
+    if model is None:
+        raise ValueError("deepspeed.initialize: model is None; pass the torch.nn.Module to train")
+    from deepspeed.runtime.config import _load
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    config = _load(_resolve_config(args, config, config_params))
+    features = _installed_features()
+    for feature in features:
+        config = feature.transform_config(config)
+    engine_cls = DeepSpeedEngine
+    for feature in features:
+        cls = feature.engine_class(model, config)
+        if cls is not None:
+            engine_cls = cls
+            break
+    engine = engine_cls(args=args, model=model, optimizer=optimizer, model_parameters=model_parameters,
+                        training_data=training_data, lr_scheduler=lr_scheduler, mpu=mpu,
+                        dist_init_required=dist_init_required, collate_fn=collate_fn, config=config,
+                        features=features)
+    return engine, engine.optimizer, engine.training_dataloader, engine.lr_scheduler
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--deepspeed`` and ``--deepspeed_config`` (and the legacy ``--deepscale*``) to ``parser``."""
+    group = parser.add_argument_group("DeepSpeed", "DeepSpeed configurations")
+    group.add_argument("--deepspeed", default=False, action="store_true",
+                       help="Enable DeepSpeed (helper flag for user code, no impact on DeepSpeed backend)")
+    group.add_argument("--deepspeed_config", default=None, type=str, help="DeepSpeed json configuration file.")
+    group.add_argument("--deepscale", default=False, action="store_true", help=argparse.SUPPRESS)
+    group.add_argument("--deepscale_config", default=None, type=str, help=argparse.SUPPRESS)
+    return parser

@@ -1,0 +1,190 @@
+"""Data-parallel gradient reduction: flat gradient buffers cut into buckets, each all-reduced
+asynchronously from a post-accumulate-grad hook as soon as its last gradient is ready, so
+communication overlaps the rest of the backward pass.
+
+Every trainable parameter's ``.grad`` is a view into one flat buffer per dtype (laid out in reverse
+registration order, roughly the order backward produces gradients), so accumulation across
+micro-steps happens in place, buckets are contiguous slices (no copies before or after the
+collective), and clipping/unscaling work on a few flat tensors instead of one tensor per parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class _Bucket:
+    __slots__ = ("buffer", "comm", "size", "pending", "ready", "work")
+
+    def __init__(self, buffer: torch.Tensor, size: int, comm_dtype: torch.dtype | None):
+        self.buffer = buffer
+        self.size = size
+        self.comm = None if comm_dtype is None or comm_dtype == buffer.dtype else torch.empty_like(buffer, dtype=comm_dtype)
+        self.pending = size
+        self.ready = False
+        self.work = None
+
+
+class GradientReducer:
+    """Owns the flat gradient buffers of ``params`` and reduces them over ``group``.
+
+    ``bucket_numel``: elements per bucket (``zero_optimization.reduce_bucket_size``);
+    ``predivide``: ``gradient_predivide_factor``; ``prescale``: ``prescale_gradients`` (divide by
+    the world size before the sum instead of after); ``comm_dtype``: ``communication_data_type``
+    (None: the gradients' dtype); ``average``: False for ``gradient_allreduce_op: "sum"``.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], group: Any = None, world_size: int = 1,
+                 bucket_numel: int = 500_000_000, predivide: float = 1.0, prescale: bool = False,
+                 comm_dtype: torch.dtype | None = None, average: bool = True):
+        self.params = list(params)
+        self.group = group
+        self.world_size = world_size
+        self.average = average
+        self.prescale = prescale
+        self.predivide = predivide
+        self.flats: list[torch.Tensor] = []
+        self.views: list[torch.Tensor] = []
+        self.order: list[torch.nn.Parameter] = []
+        self.buckets: list[_Bucket] = []
+        self._reducing = False
+        self._next = 0
+        self._hooks = []
+
+        by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+        for p in reversed(self.params):
+            by_dtype.setdefault(p.dtype, []).append(p)
+        bucket_of: dict[int, int] = {}
+        for dtype, ps in by_dtype.items():
+            device = ps[0].device
+            flat = torch.zeros(sum(p.numel() for p in ps), dtype=dtype, device=device)
+            self.flats.append(flat)
+            off, start, count = 0, 0, 0
+            for i, p in enumerate(ps):
+                n = p.numel()
+                view = flat[off:off + n].view_as(p)
+                if p.grad is not None:
+                    view.copy_(p.grad)
+                p.grad = view
+                self.views.append(view)
+                self.order.append(p)
+                bucket_of[id(p)] = len(self.buckets)
+                off += n
+                count += 1
+                if off - start >= bucket_numel or i == len(ps) - 1:
+                    self.buckets.append(_Bucket(flat[start:off], count, comm_dtype))
+                    start, count = off, 0
+        self._view_of = {id(p): v for p, v in zip(self.order, self.views)}
+        if group is not None and world_size > 1:
+            for p in self.order:
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._make_hook(bucket_of[id(p)], self._view_of[id(p)])))
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def _make_hook(self, index: int, view: torch.Tensor):
+        bucket = self.buckets[index]
+
+        def hook(p: torch.Tensor) -> None:
+            g = p.grad
+            if g is not view:
+                # Note: someone set .grad to None (an optimizer's zero_grad): AccumulateGrad then
+                # made a fresh tensor; fold it back into the flat buffer and restore the view.
+                view.copy_(g)
+                p.grad = view
+            if not self._reducing:
+                return
+            bucket.pending -= 1
+            if bucket.pending == 0:
+                bucket.ready = True
+                self._launch_ready()
+
+        return hook
+
+    def _launch_ready(self) -> None:
+        # Note: buckets are launched strictly in index order so every rank issues the same
+        # sequence of collectives even when gradients become ready in a different order.
+        buckets = self.buckets
+        while self._next < len(buckets) and buckets[self._next].ready:
+            self._launch(buckets[self._next])
+            self._next += 1
+
+    def _launch(self, b: _Bucket) -> None:
+        t = b.buffer
+        if b.comm is not None:
+            b.comm.copy_(t)
+            t = b.comm
+        if self.average:
+            if self.prescale:
+                t.mul_(1.0 / self.world_size)
+            elif self.predivide != 1.0:
+                t.mul_(1.0 / self.predivide)
+        b.work = dist.all_reduce(t, group=self.group, async_op=True)
+
+    def prepare(self, reduce: bool) -> None:
+        """Before a backward pass: arm the hooks when this backward ends an accumulation window."""
+        self._reducing = reduce and bool(self._hooks)
+        if self._reducing:
+            self._next = 0
+            for b in self.buckets:
+                b.pending = b.size
+                b.ready = False
+                b.work = None
+
+    def finish(self) -> None:
+        """After the backward pass: launch what is left (unused parameters), wait, and scale."""
+        if not self._reducing:
+            return
+        self._reducing = False
+        for b in self.buckets:
+            b.ready = True
+        self._launch_ready()
+        for b in self.buckets:
+            b.work.wait()
+            if b.comm is not None:
+                b.buffer.copy_(b.comm)
+            b.work = None
+        if self.average and not self.prescale:
+            factor = self.predivide / self.world_size
+            if factor != 1.0:
+                for flat in self.flats:
+                    flat.mul_(factor)
+
+    def reduce_now(self) -> None:
+        """All-reduce every bucket now (for gradients produced outside ``engine.backward``)."""
+        if not self._hooks:
+            return
+        self.prepare(True)
+        self.finish()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def ensure_views(self) -> None:
+        """Re-attach the flat-buffer views to parameters whose ``.grad`` was replaced."""
+        for p, v in zip(self.order, self.views):
+            g = p.grad
+            if g is not v:
+                if g is None:
+                    v.zero_()
+                else:
+                    v.copy_(g)
+                p.grad = v
+
+    def zero(self) -> None:
+        for flat in self.flats:
+            flat.zero_()
+        for p, v in zip(self.order, self.views):
+            if p.grad is not v:
+                p.grad = v
+
+    def global_norm(self) -> torch.Tensor:
+        """L2 norm of all gradients (a 0-d fp32 tensor; no host sync)."""
+        norms = [torch.linalg.vector_norm(f, dtype=torch.float32) for f in self.flats]
+        return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
+
+    def remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []

@@ -1,0 +1,136 @@
+"""The optimizer the ds_config ``optimizer {type, params}`` block asks for.
+
+DeepSpeed's rules: ``adam``/``adamw`` read ``torch_adam`` (use torch's Adam/AdamW instead of
+FusedAdam) and ``adam_w_mode`` (default true: decoupled weight decay, i.e. AdamW, even for
+``"Adam"``); ``adamw`` always uses decoupled weight decay. ``adagrad``, ``lamb`` and ``lion`` map
+to their DeepSpeed optimizers; with ZeRO-Offload (``offload_optimizer.device`` cpu/nvme and
+``zero_force_ds_cpu_optimizer``) Adam, Adagrad and Lion use the DeepSpeedCPU* versions. Any other
+name is looked up case-insensitively in ``torch.optim`` (``SGD``, ``RMSprop``...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from deepspeed.utils.logging import logger
+
+ADAM, ADAMW, ADAGRAD, LAMB, LION = "adam", "adamw", "adagrad", "lamb", "lion"
+
+# Optimizer classes ZeRO is tested with (by class name, so core need not import them).
+ZERO_SUPPORTED_OPTIMIZERS = {
+    "Adam", "AdamW", "FusedAdam", "DeepSpeedCPUAdam", "FusedLamb", "DeepSpeedCPUAdagrad", "Adagrad",
+    "FusedLion", "DeepSpeedCPULion", "OnebitAdam", "OnebitLamb", "ZeroOneAdam",
+}
+
+
+def _ops(module: str, name: str):
+    """A class from ``deepspeed.ops.<module>`` or None when that package is not available."""
+    try:
+        mod = __import__(f"deepspeed.ops.{module}", fromlist=[name])
+        return getattr(mod, name)
+    except (ImportError, AttributeError):
+        return None
+
+
+class _Lion(torch.optim.Optimizer):
+    """Stand-in for ``deepspeed.ops.lion.FusedLion`` when it is not installed.
+
+    ``c = b1*m + (1-b1)*g; p = p*(1 - lr*wd) - lr*sign(c); m = b2*m + (1-b2)*g``."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["exp_avg"] = torch.zeros_like(p)
+                m = st["exp_avg"]
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(torch.sign(m * b1 + p.grad * (1 - b1)), alpha=-group["lr"])
+                m.lerp_(p.grad, 1 - b2)
+        return loss
+
+
+def _offload_device(param_dict: dict) -> str:
+    zero = param_dict.get("zero_optimization") or {}
+    if not isinstance(zero, dict):
+        return "none"
+    off = zero.get("offload_optimizer") or {}
+    if zero.get("cpu_offload"):
+        return "cpu"
+    return str(off.get("device", "none")).lower() if isinstance(off, dict) else "none"
+
+
+def build_optimizer(name: str, params: dict | None, model_parameters: Any, config: Any = None) -> torch.optim.Optimizer:
+    """Instantiate the config's optimizer over ``model_parameters`` (tensors or param groups)."""
+    params = dict(params or {})
+    if "max_grad_norm" in params:
+        raise ValueError(
+            "'max_grad_norm' is not supported as an optimizer parameter, please switch to using the deepspeed "
+            "parameter 'gradient_clipping' see: https://www.deepspeed.ai/docs/config-json/#gradient-clipping"
+        )
+    param_dict = getattr(config, "_param_dict", {}) or {}
+    use_cpu = _offload_device(param_dict) in ("cpu", "nvme") and getattr(config, "zero_force_ds_cpu_optimizer", True)
+    lname = name.lower()
+    if lname in (ADAM, ADAMW):
+        torch_adam = params.pop("torch_adam", False)
+        adam_w_mode = params.pop("adam_w_mode", True)
+        decoupled = lname == ADAMW or adam_w_mode
+        if torch_adam:
+            cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+            return cls(model_parameters, **params)
+        if use_cpu:
+            cpu_adam = _ops("adam", "DeepSpeedCPUAdam")
+            if cpu_adam is not None:
+                return cpu_adam(model_parameters, **params, adamw_mode=decoupled)
+        fused = _ops("adam", "FusedAdam")
+        if fused is not None:
+            return fused(model_parameters, **params, adam_w_mode=decoupled)
+        logger.warning("deepspeed.ops.adam.FusedAdam is not available; using torch.optim.%s",
+                       "AdamW" if decoupled else "Adam")
+        return (torch.optim.AdamW if decoupled else torch.optim.Adam)(model_parameters, **params)
+    if lname == ADAGRAD:
+        if use_cpu:
+            cpu_adagrad = _ops("adagrad", "DeepSpeedCPUAdagrad")
+            if cpu_adagrad is not None:
+                return cpu_adagrad(model_parameters, **params)
+        return torch.optim.Adagrad(model_parameters, **params)
+    if lname == LAMB:
+        from deepspeed.ops.lamb import FusedLamb
+
+        return FusedLamb(model_parameters, **params)
+    if lname == LION:
+        cls = _ops("lion", "DeepSpeedCPULion") if use_cpu else None
+        cls = cls or _ops("lion", "FusedLion") or _Lion
+        return cls(model_parameters, **params)
+    torch_names = {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)}
+    if lname not in torch_names or not issubclass(getattr(torch.optim, torch_names[lname]), torch.optim.Optimizer):
+        raise ValueError(
+            f"optimizer.type={name!r} is not a DeepSpeed optimizer ({ADAM}, {ADAMW}, {ADAGRAD}, {LAMB}, {LION}) "
+            "nor a torch.optim class; fix the name or pass an optimizer object to deepspeed.initialize"
+        )
+    return getattr(torch.optim, torch_names[lname])(model_parameters, **params)
+
+
+def check_zero_optimizer(optimizer: Any, config: Any) -> None:
+    """ZeRO (stage > 0) only runs with tested optimizers unless ``zero_allow_untested_optimizer``."""
+    if getattr(config, "zero_optimization_stage", 0) <= 0 or optimizer is None:
+        return
+    inner = getattr(optimizer, "optimizer", optimizer)
+    if type(inner).__name__ in ZERO_SUPPORTED_OPTIMIZERS:
+        return
+    if not getattr(config, "zero_allow_untested_optimizer", False):
+        raise NotImplementedError(
+            f"You are using an untested ZeRO Optimizer ({type(inner).__name__}). Please add "
+            '<"zero_allow_untested_optimizer": true> in the configuration file to use it.'
+        )
+    logger.warning(f"**** You are using ZeRO with an untested optimizer ({type(inner).__name__}), proceed with caution *****")

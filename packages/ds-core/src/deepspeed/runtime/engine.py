@@ -1,0 +1,525 @@
+"""``DeepSpeedEngine``: the training engine without ZeRO (DESIGN §5).
+
+It owns data-parallel gradient reduction (:mod:`._grad_reduce`), gradient accumulation,
+clipping, mixed precision (:mod:`._precision`), optimizers and LR schedules from the config,
+checkpoints (:mod:`._engine_checkpoint`) and progress logs. Features plug in only through the
+hooks of :class:`deepspeed.runtime.feature.DeepSpeedFeature`; this module never names one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from deepspeed.accelerator import get_accelerator
+from deepspeed.runtime import _engine_checkpoint
+from deepspeed.runtime._grad_reduce import GradientReducer
+from deepspeed.runtime._optim_factory import build_optimizer, check_zero_optimizer
+from deepspeed.runtime._precision import MixedPrecisionOptimizer, _clip_coef
+from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
+from deepspeed.runtime.lr_schedules import _build_schedule
+from deepspeed.utils.logging import log_dist, logger
+
+# Note: DeepSpeed's reduce_bucket_size default (elements); one bucket for most models.
+_DEFAULT_REDUCE_BUCKET = 500_000_000
+
+
+def _is_optimizer(obj: Any) -> bool:
+    return isinstance(obj, torch.optim.Optimizer) or hasattr(obj, "param_groups")
+
+
+class DeepSpeedEngine(torch.nn.Module):
+    """Wraps ``model`` for data-parallel training driven by a ds_config.
+
+    Build it through :func:`deepspeed.initialize`. The training loop is::
+
+        loss = engine(batch)        # forward
+        engine.backward(loss)       # scales by 1/GAS, reduces gradients at the boundary
+        engine.step()               # clip, optimizer and LR step at the boundary
+    """
+
+    def __init__(self, args=None, model=None, optimizer=None, model_parameters=None, training_data=None,
+                 lr_scheduler=None, mpu=None, dist_init_required=None, collate_fn=None, config=None,
+                 config_class=None, dont_change_device=False, features: list | None = None):
+        super().__init__()
+        if model is None:
+            raise ValueError("deepspeed.initialize: model is None; pass the torch.nn.Module to train")
+        self._features = list(features or [])
+        self.args = args
+        self.mpu = mpu
+        self.client_optimizer = optimizer
+        self.client_lr_scheduler = lr_scheduler
+        self.training_data = training_data
+        self.collate_fn = collate_fn
+        self.global_steps = 0
+        self.global_samples = 0
+        self.micro_steps = 0
+        self.skipped_steps = 0
+        self.gradient_average = True
+        self.warn_unscaled_loss = True
+        self.loaded_checkpoint_dp_world_size = None
+        self._is_gradient_accumulation_boundary = None
+        self._no_sync = False
+        self._global_grad_norm = None
+        self._step_start = None
+        self._feature_optimizer = False
+        self.enable_backward_allreduce = True
+
+        self._init_distributed(dist_init_required)
+        if config_class is None:
+            from deepspeed.runtime.config import DeepSpeedConfig
+
+            config_class = DeepSpeedConfig(config, mpu)
+        self._config = config_class
+        self.config = self._config._param_dict
+
+        for feature in self._features:
+            model = feature.transform_model(model, self._config)
+        self.module = model
+        self._configure_distributed_model(dont_change_device)
+
+        self._grad_clip = float(self._config.gradient_clipping or 0.0)
+        basic = self._configure_basic_optimizer(model_parameters)
+        self.basic_optimizer = basic
+        self.reducer: GradientReducer | None = None
+        self.optimizer = None
+        wrapped = None
+        if basic is not None:
+            for feature in self._features:
+                wrapped = feature.wrap_optimizer(self, basic)
+                if wrapped is not None:
+                    break
+        if wrapped is not None:
+            self.optimizer = wrapped
+            self._feature_optimizer = True
+        else:
+            check_zero_optimizer(basic, self._config)
+            self._configure_reducer()
+            self.optimizer = self._configure_precision(basic)
+        self.lr_scheduler = self._configure_lr_scheduler()
+        self.training_dataloader = self.deepspeed_io(training_data) if training_data is not None else None
+        self._configure_checkpointing()
+        self._configure_monitoring()
+        from deepspeed.version import __version__
+
+        log_dist(f"DeepSpeed info: version={__version__}, git-hash=unknown, git-branch=unknown", ranks=[0])
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _init_distributed(self, dist_init_required) -> None:
+        import os
+
+        if dist.is_available() and not dist.is_initialized() and dist_init_required is not False:
+            if "RANK" in os.environ and "WORLD_SIZE" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ \
+                    or "PMI_RANK" in os.environ:
+                import deepspeed.comm as ds_comm
+
+                ds_comm.init_distributed()
+            else:
+                logger.info("torch.distributed is not initialized and no launcher environment was found: "
+                            "training in a single process without a process group")
+        self._dist = dist.is_available() and dist.is_initialized()
+        if self.mpu is not None:
+            self.data_parallel_group = self.mpu.get_data_parallel_group()
+            self.dp_world_size = self.mpu.get_data_parallel_world_size()
+            self.mp_world_size = self.mpu.get_model_parallel_world_size()
+        else:
+            self.data_parallel_group = dist.group.WORLD if self._dist else None
+            self.dp_world_size = dist.get_world_size() if self._dist else 1
+            self.mp_world_size = 1
+        self.global_rank = dist.get_rank() if self._dist else 0
+        self.world_size = dist.get_world_size() if self._dist else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    def _configure_distributed_model(self, dont_change_device: bool) -> None:
+        acc = get_accelerator()
+        name = acc.device_name()
+        self.device = torch.device(name if name == "cpu" else acc.device_name(self.local_rank))
+        if not dont_change_device:
+            self.module.to(self.device)
+        if self.fp16_enabled():
+            self.module.half()
+        elif self.bfloat16_enabled():
+            self.module.bfloat16()
+        if self._dist and self.dp_world_size > 1:
+            src = dist.get_global_rank(self.data_parallel_group, 0) if self.mpu is not None else 0
+            with torch.no_grad():
+                for t in list(self.module.parameters()) + list(self.module.buffers()):
+                    dist.broadcast(t.data, src, group=self.data_parallel_group)
+
+    def _model_parameters(self, model_parameters) -> list:
+        if model_parameters is None:
+            return [p for p in self.module.parameters() if p.requires_grad]
+        params = list(model_parameters)
+        return params
+
+    def _configure_basic_optimizer(self, model_parameters):
+        cfg = self._config
+        if self.client_optimizer is not None and cfg.optimizer_name is not None:
+            raise ValueError(
+                f"deepspeed.initialize: an optimizer was passed and ds_config.optimizer.type={cfg.optimizer_name!r} "
+                "is set; use one of them (remove the optimizer block or the optimizer argument)"
+            )
+        if self.client_optimizer is not None:
+            if _is_optimizer(self.client_optimizer):
+                logger.info(f"Using client Optimizer as basic optimizer: {type(self.client_optimizer).__name__}")
+                return self.client_optimizer
+            if callable(self.client_optimizer):
+                opt = self.client_optimizer(self._model_parameters(model_parameters))
+                logger.info(f"Using client callable to create basic optimizer: {type(opt).__name__}")
+                return opt
+            raise ValueError(f"optimizer={self.client_optimizer!r} is neither an Optimizer nor a callable(params)")
+        if cfg.optimizer_name is None:
+            return None
+        params = self._model_parameters(model_parameters)
+        if not params:
+            return None
+        opt = build_optimizer(cfg.optimizer_name, cfg.optimizer_params, params, cfg)
+        logger.info(f"Using DeepSpeed Optimizer param name {cfg.optimizer_name} as basic optimizer: {type(opt).__name__}")
+        return opt
+
+    def _configure_reducer(self) -> None:
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if not params:
+            return
+        cfg = self._config
+        zero = self.config.get("zero_optimization") if isinstance(self.config.get("zero_optimization"), dict) else {}
+        bucket = int(float(zero.get("reduce_bucket_size", _DEFAULT_REDUCE_BUCKET)))
+        self.reducer = GradientReducer(
+            params, group=self.data_parallel_group, world_size=self.dp_world_size if self._dist else 1,
+            bucket_numel=bucket, predivide=float(cfg.gradient_predivide_factor or 1.0),
+            prescale=bool(cfg.prescale_gradients), comm_dtype=cfg.communication_data_type,
+            average=cfg.gradient_allreduce_op != "sum",
+        )
+
+    def _configure_precision(self, basic):
+        if basic is None or not (self.fp16_enabled() or self.bfloat16_enabled()):
+            return basic
+        if self.reducer is None or len(self.reducer.flats) != 1:
+            raise NotImplementedError("fp16/bf16 without ZeRO needs every trainable parameter in one dtype")
+        cfg = self._config
+        if self.fp16_enabled():
+            scaler = CreateLossScaler(torch.half, cfg.loss_scale, cfg.loss_scale == 0, cfg.dynamic_loss_scale_args)
+        else:
+            scaler = CreateLossScaler(torch.bfloat16, 1.0, False, None)
+        return MixedPrecisionOptimizer(basic, self.reducer.order, self.reducer.flats[0], scaler,
+                                       clip_grad=self._grad_clip, check_overflow=self.fp16_enabled())
+
+    def _configure_lr_scheduler(self):
+        cfg = self._config
+        opt = self.basic_optimizer
+        if cfg.scheduler_name is not None and opt is not None:
+            sched = _build_schedule(cfg.scheduler_name, opt, cfg.scheduler_params)
+            log_dist(f"DeepSpeed using configured LR scheduler = {cfg.scheduler_name}", ranks=[0])
+            return sched
+        if self.client_lr_scheduler is None:
+            return None
+        if callable(self.client_lr_scheduler) and not hasattr(self.client_lr_scheduler, "step"):
+            return self.client_lr_scheduler(opt)
+        return self.client_lr_scheduler
+
+    def _configure_checkpointing(self) -> None:
+        from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+        engine = None
+        for feature in self._features:
+            engine = feature.checkpoint_engine(self._config)
+            if engine is not None:
+                break
+        self.checkpoint_engine = engine or TorchCheckpointEngine(self.config.get("checkpoint"))
+        if "activation_checkpointing" in self.config:
+            from deepspeed.runtime.activation_checkpointing import checkpointing
+
+            checkpointing.configure(self.mpu, deepspeed_config=self._config)
+
+    def _configure_monitoring(self) -> None:
+        self.monitor = None
+        self._autocast = bool(self._config.torch_autocast_enabled)
+        self._autocast_dtype = self._config.torch_autocast_dtype or torch.bfloat16
+        self._fp16_auto_cast = bool(self._config.fp16_enabled and self._config.fp16_auto_cast)
+        self._wall_clock = bool(self._config.wall_clock_breakdown)
+        self._steps_per_print = self._config.steps_per_print
+        self._t_samples = 0
+        self._t_time = 0.0
+        try:
+            from deepspeed.monitor.monitor import MonitorMaster
+
+            mon = MonitorMaster(self._config.monitor_config)
+            self.monitor = mon if getattr(mon, "enabled", False) else None
+        except Exception:  # noqa: BLE001 - monitors are optional; the engine trains without them
+            self.monitor = None
+
+    # -- config accessors (DeepSpeed's names) -------------------------------------------------
+
+    def train_batch_size(self) -> int:
+        return self._config.train_batch_size
+
+    def train_micro_batch_size_per_gpu(self) -> int:
+        return self._config.train_micro_batch_size_per_gpu
+
+    def gradient_accumulation_steps(self) -> int:
+        return self._config.gradient_accumulation_steps
+
+    def set_train_batch_size(self, train_batch_size: int) -> None:
+        per_step = self.train_micro_batch_size_per_gpu() * self.dp_world_size
+        if train_batch_size % per_step:
+            raise ValueError(f"train_batch_size={train_batch_size} is not divisible by micro batch x data parallel "
+                             f"size = {per_step}")
+        self._config.gradient_accumulation_steps = train_batch_size // per_step
+        self._config.train_batch_size = train_batch_size
+
+    def set_train_micro_batch_size(self, micro_batch_size: int) -> None:
+        self._config.train_micro_batch_size_per_gpu = micro_batch_size
+        self._config.train_batch_size = micro_batch_size * self.gradient_accumulation_steps() * self.dp_world_size
+
+    def fp16_enabled(self) -> bool:
+        return bool(self._config.fp16_enabled)
+
+    def bfloat16_enabled(self) -> bool:
+        return bool(self._config.bfloat16_enabled)
+
+    bf16_enabled = bfloat16_enabled
+
+    def zero_optimization(self) -> bool:
+        return self.zero_optimization_stage() > 0
+
+    def zero_optimization_stage(self) -> int:
+        return int(self._config.zero_optimization_stage)
+
+    def gradient_clipping(self) -> float:
+        return self._grad_clip
+
+    def steps_per_print(self):
+        return self._config.steps_per_print
+
+    def wall_clock_breakdown(self) -> bool:
+        return bool(self._config.wall_clock_breakdown)
+
+    def dynamic_loss_scale(self) -> bool:
+        return self.fp16_enabled() and self._config.loss_scale == 0
+
+    def postscale_gradients(self) -> bool:
+        return not self._config.prescale_gradients
+
+    def gradient_predivide_factor(self) -> float:
+        return self._config.gradient_predivide_factor
+
+    def communication_data_type(self):
+        return self._config.communication_data_type
+
+    def get_data_parallel_world_size(self) -> int:
+        return self.dp_world_size
+
+    # -- training loop --------------------------------------------------------------------
+
+    def forward(self, *inputs, **kwargs):
+        if self._step_start is None and self._steps_per_print != float("inf"):
+            self._step_start = time.perf_counter()
+        if self._fp16_auto_cast:
+            inputs = tuple(t.half() if torch.is_tensor(t) and t.is_floating_point() else t for t in inputs)
+        if self._autocast:
+            with torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype):
+                return self.module(*inputs, **kwargs)
+        return self.module(*inputs, **kwargs)
+
+    def is_gradient_accumulation_boundary(self) -> bool:
+        if self._is_gradient_accumulation_boundary is None:
+            return (self.micro_steps + 1) % self.gradient_accumulation_steps() == 0
+        return self._is_gradient_accumulation_boundary
+
+    def set_gradient_accumulation_boundary(self, is_boundary: bool) -> None:
+        """Override the boundary computed from ``micro_steps`` (integrations call it every step)."""
+        self._is_gradient_accumulation_boundary = is_boundary
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Skip the gradient all-reduce of the backward passes inside (accumulate locally)."""
+        if self.zero_optimization_stage() >= 2:
+            raise NotImplementedError(
+                f"no_sync is not supported with ZeRO stage {self.zero_optimization_stage()}; it needs stage 0 or 1")
+        prev, self._no_sync = self._no_sync, True
+        try:
+            yield
+        finally:
+            self._no_sync = prev
+
+    def _loss_scale(self) -> float:
+        opt = self.optimizer
+        return opt.loss_scale if isinstance(opt, MixedPrecisionOptimizer) else 1.0
+
+    def backward(self, loss: torch.Tensor, retain_graph: bool = False, scale_wrt_gas: bool = True):
+        """Backward of ``loss`` (divided by GAS when ``scale_wrt_gas``), with the data-parallel
+        gradient reduction overlapped when this micro-step ends an accumulation window."""
+        gas = self.gradient_accumulation_steps()
+        scaled = loss / gas if scale_wrt_gas and gas > 1 else loss
+        if self._feature_optimizer:
+            self.optimizer.backward(scaled, retain_graph=retain_graph)
+            return loss
+        scale = self._loss_scale()
+        if scale != 1.0:
+            scaled = scaled * scale
+        reducer = self.reducer
+        if reducer is not None:
+            reducer.prepare(self.enable_backward_allreduce and not self._no_sync
+                            and self.is_gradient_accumulation_boundary())
+        try:
+            scaled.backward(retain_graph=retain_graph)
+        finally:
+            if reducer is not None:
+                reducer.finish()
+        return loss
+
+    def allreduce_gradients(self, bucket_size=None) -> None:
+        """Reduce the gradients now (for gradients computed without ``engine.backward``)."""
+        if self.reducer is not None:
+            self.reducer.ensure_views()
+            self.reducer.reduce_now()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradients (kept as views of the flat buffers whatever ``set_to_none`` says)."""
+        if self.reducer is not None:
+            self.reducer.zero()
+        elif self.optimizer is not None and hasattr(self.optimizer, "zero_grad"):
+            self.optimizer.zero_grad(set_to_none=set_to_none)
+        else:
+            super().zero_grad(set_to_none=set_to_none)
+
+    def _take_model_step(self, lr_kwargs) -> None:
+        opt = self.optimizer
+        if self._feature_optimizer:
+            opt.step()
+            self._global_grad_norm = getattr(opt, "_global_grad_norm", None)
+            overflow = bool(getattr(opt, "overflow", False))
+        elif isinstance(opt, MixedPrecisionOptimizer):
+            overflow = not opt.step()
+            self._global_grad_norm = opt._global_grad_norm
+            self.reducer.zero()
+        else:
+            overflow = False
+            if opt is not None:
+                if self._grad_clip > 0 and self.reducer is not None:
+                    norm = self.reducer.global_norm()
+                    self._global_grad_norm = norm
+                    for flat in self.reducer.flats:
+                        flat.mul_(_clip_coef(norm, self._grad_clip).to(flat.dtype))
+                opt.step()
+            self.zero_grad()
+        if overflow:
+            self.skipped_steps += 1
+        elif self.lr_scheduler is not None:
+            self.lr_scheduler.step(**(lr_kwargs or {}))
+        self.global_steps += 1
+        self.global_samples += self.train_batch_size()
+
+    def step(self, lr_kwargs=None) -> None:
+        """At a gradient-accumulation boundary: clip, step the optimizer and the LR schedule, zero
+        the gradients. ``micro_steps`` advances on every call."""
+        boundary = self.is_gradient_accumulation_boundary()
+        if boundary:
+            self._take_model_step(lr_kwargs)
+            self._report_progress()
+        self.micro_steps += 1
+
+    def _report_progress(self) -> None:
+        spp = self._steps_per_print
+        if self._step_start is not None:
+            self._t_time += time.perf_counter() - self._step_start
+            self._t_samples += self.train_batch_size()
+            self._step_start = None
+        if self.monitor is not None and self.global_rank == 0:
+            self.monitor.write_events([("Train/Samples/lr", self.get_lr()[0], self.global_samples)])
+        if spp == float("inf") or self.global_steps % int(spp):
+            return
+        lr, mom = self.get_lr(), self.get_mom()
+        log_dist(f"step={self.global_steps}, skipped={self.skipped_steps}, lr={lr}, mom={mom}", ranks=[0])
+        if self._t_time > 0:
+            log_dist(f"epoch=0/micro_step={self.micro_steps + 1}/global_step={self.global_steps}, "
+                     f"RunningAvgSamplesPerSec={self._t_samples / self._t_time:.3f}", ranks=[0])
+
+    # -- state ----------------------------------------------------------------------------
+
+    def get_lr(self) -> list:
+        opt = self.basic_optimizer or self.optimizer
+        return [g["lr"] for g in opt.param_groups] if opt is not None else []
+
+    def get_mom(self) -> list:
+        opt = self.basic_optimizer or self.optimizer
+        if opt is None:
+            return []
+        return [g.get("betas", g.get("momentum")) for g in opt.param_groups]
+
+    def get_type(self) -> list:
+        opt = self.basic_optimizer or self.optimizer
+        return [type(opt).__name__] if opt is not None else []
+
+    def get_global_grad_norm(self):
+        """Global L2 norm of the last step's gradients (None when nothing computed it)."""
+        n = self._global_grad_norm
+        return float(n) if torch.is_tensor(n) else n
+
+    def was_step_applied(self) -> bool:
+        return not bool(getattr(self.optimizer, "overflow", False))
+
+    def deepspeed_io(self, dataset, batch_size=None, route=None, pin_memory=True, data_sampler=None,
+                     collate_fn=None, num_local_io_workers=None):
+        from deepspeed.runtime.dataloader import DeepSpeedDataLoader
+
+        if not isinstance(dataset, torch.utils.data.Dataset):
+            raise ValueError(f"training_data must be a torch.utils.data.Dataset, got {type(dataset).__name__}")
+        rank = self.mpu.get_data_parallel_rank() if self.mpu is not None else (dist.get_rank() if self._dist else 0)
+        return DeepSpeedDataLoader(
+            dataset, batch_size=batch_size or self.train_micro_batch_size_per_gpu(), pin_memory=pin_memory,
+            collate_fn=collate_fn or self.collate_fn, num_local_io_workers=num_local_io_workers,
+            data_sampler=data_sampler, data_parallel_world_size=self.dp_world_size, data_parallel_rank=rank,
+            dataloader_drop_last=self._config.dataloader_drop_last,
+        )
+
+    def module_state_dict(self, destination=None, prefix="", keep_vars=False, exclude_frozen_parameters=False):
+        sd = self.module.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if exclude_frozen_parameters:
+            frozen = {n for n, p in self.module.named_parameters() if not p.requires_grad}
+            sd = type(sd)((k, v) for k, v in sd.items() if k not in frozen)
+        return sd
+
+    def load_module_state_dict(self, checkpoint, strict=True, custom_load_fn=None, fetch_z3_params=False):
+        sd = checkpoint["module"] if "module" in checkpoint else checkpoint
+        if custom_load_fn is not None:
+            custom_load_fn(src=sd, dst=self.module)
+        else:
+            self.module.load_state_dict(sd, strict=strict)
+        if isinstance(self.optimizer, MixedPrecisionOptimizer):
+            self.optimizer.refresh_master_from_model()
+
+    def save_checkpoint(self, save_dir, tag=None, client_state={}, save_latest=True,  # noqa: B006 - DeepSpeed's signature
+                        exclude_frozen_parameters=False):
+        """Save ``<save_dir>/<tag>/`` (default tag ``global_step<N>``) and point ``latest`` at it."""
+        return _engine_checkpoint.save(self, save_dir, tag, client_state, save_latest, exclude_frozen_parameters)
+
+    def load_checkpoint(self, load_dir, tag=None, load_module_strict=True, load_optimizer_states=True,
+                        load_lr_scheduler_states=True, load_module_only=False, custom_load_fn=None):
+        """Load ``<load_dir>/<tag>`` (tag from ``latest`` when None); returns ``(path, client_state)``
+        or ``(None, None)`` when there is nothing to load."""
+        return _engine_checkpoint.load(self, load_dir, tag, load_module_strict, load_optimizer_states,
+                                       load_lr_scheduler_states, load_module_only, custom_load_fn)
+
+    def destroy(self) -> None:
+        """Release hooks and buffers; the engine is unusable afterwards."""
+        if self.reducer is not None:
+            self.reducer.remove_hooks()
+        if self._feature_optimizer and hasattr(self.optimizer, "destroy"):
+            self.optimizer.destroy()
+
+    def compile(self, backend=None, compile_kwargs=None, **kwargs) -> None:
+        """``torch.compile`` the wrapped module in place."""
+        if backend is None:
+            acc = get_accelerator()
+            backend = acc.get_compile_backend() if hasattr(acc, "get_compile_backend") else "inductor"
+        self.module.compile(backend=backend, **(compile_kwargs or {}))
+
+    def __getstate__(self):  # pragma: no cover - engines are not meant to be pickled
+        raise TypeError("DeepSpeedEngine cannot be pickled; save a checkpoint instead")
+
