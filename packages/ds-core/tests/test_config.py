@@ -406,3 +406,12 @@ def test_config_model_base_drops_auto_and_forbids_extras():
     assert Section(size="auto").size == 5
     with pytest.raises(ValueError):
         Section(sise=3)
+
+
+def test_config_survives_pickle():
+    import pickle
+
+    c = cfg({"fp16": {"enabled": True, "loss_scale": 64}, "optimizer": {"type": "AdamW", "params": {"lr": 0.01}}})
+    back = pickle.loads(pickle.dumps(c))
+    assert back.model == c.model
+    assert (back.fp16_enabled, back.loss_scale, back.optimizer_params) == (True, 64.0, {"lr": 0.01})

@@ -166,6 +166,15 @@ class _RootBase(CoreSections):
         # candidates for did-you-mean even when the owning package is not installed
         return list(SECTION_PROVIDERS) + list(_RENAMED)
 
+    def __reduce__(self):
+        # Note: the root class is built at run time from the installed features, so pickle cannot
+        # find it by name; rebuild it (in the receiving process) from the keys the user set.
+        return (_unpickle_root, (self.model_dump(exclude_unset=True, by_alias=True),))
+
+
+def _unpickle_root(data: dict) -> "_RootBase":
+    return _root_model(_feature_sections()[0]).model_validate(data)
+
 
 _root_cache: dict[tuple, type] = {}
 
