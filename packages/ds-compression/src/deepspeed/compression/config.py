@@ -4,7 +4,7 @@ parameters), DeepSpeed's structure and defaults. Unknown keys are errors at ever
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
