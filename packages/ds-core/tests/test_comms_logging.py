@@ -51,6 +51,19 @@ def test_module_configure_duck_types_deepspeed_config(monkeypatch):
         dist.configure({"comms_logger": {"enabeld": True}})
 
 
+def test_configure_accepts_deepspeed_config(monkeypatch):
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    for name, value in (("enabled", False), ("prof_all", True), ("prof_ops", [])):
+        monkeypatch.setattr(dist.comms_logger, name, value)
+    cfg = DeepSpeedConfig({"train_batch_size": 2, "comms_logger": {"enabled": True, "prof_all": False,
+                                                                   "prof_ops": ["all_reduce"]}}, world_size=1)
+    dist.configure(cfg)
+    assert (dist.comms_logger.enabled, dist.comms_logger.prof_all, dist.comms_logger.prof_ops) == (True, False, ["all_reduce"])
+    dist.configure(cfg.comms_config.comms_logger, enabled=False)
+    assert dist.comms_logger.enabled is False
+
+
 def test_verbose_prints_each_op_and_log_all_prints_the_table(capsys, caplog):
     log = CommsLogger()
     log.configure(enabled=True, verbose=True)
