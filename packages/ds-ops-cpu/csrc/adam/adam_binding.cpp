@@ -19,12 +19,13 @@ PYBIND11_MODULE(cpu_adam_op, m) {
     m.def(
         "adam_step",
         [](uintptr_t param, uintptr_t grad, uintptr_t exp_avg, uintptr_t exp_avg_sq, int64_t n, uintptr_t lowp,
-           int lowp_kind, float step_size, float bias_correction2_sqrt, float beta1, float beta2, float eps,
+           int lowp_kind, float step_size, float bias_correction2_sqrt, float one_minus_beta1, float beta2,
+           float one_minus_beta2, float eps,
            float weight_decay, float decay_factor, bool adamw_mode, int isa, int num_threads) {
             AdamArgs a{reinterpret_cast<float*>(param), reinterpret_cast<const float*>(grad),
                        reinterpret_cast<float*>(exp_avg), reinterpret_cast<float*>(exp_avg_sq),
                        reinterpret_cast<void*>(lowp), lowp ? lowp_kind : int(kNone), step_size,
-                       bias_correction2_sqrt, beta1, beta2, eps, weight_decay, decay_factor, adamw_mode};
+                       bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor, adamw_mode};
             run_kernel(kAdam, isa, a, n, num_threads);
         },
         pybind11::call_guard<pybind11::gil_scoped_release>(),

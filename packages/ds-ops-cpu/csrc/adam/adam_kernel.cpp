@@ -7,8 +7,8 @@
 namespace ds_cpu {
 
 void DS_KERNEL(adam_update)(const AdamArgs& a, int64_t begin, int64_t end) {
-    const float beta1 = a.beta1, beta2 = a.beta2, eps = a.eps, wd = a.weight_decay;
-    const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
+    const float beta2 = a.beta2, eps = a.eps, wd = a.weight_decay;
+    const float one_minus_beta1 = a.one_minus_beta1, one_minus_beta2 = a.one_minus_beta2;
     const float neg_step = -a.step_size, bc2 = a.bias_correction2_sqrt, decay = a.decay_factor;
     const bool adamw = a.adamw_mode, l2 = !a.adamw_mode && wd != 0.0f, decoupled = adamw && wd != 0.0f;
     for (int64_t b0 = begin; b0 < end; b0 += kBlock) {

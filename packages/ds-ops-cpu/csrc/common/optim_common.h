@@ -64,7 +64,9 @@ struct AdamArgs {
     int lowp_kind;
     float step_size;             // lr / (1 - beta1^t), or lr without bias correction
     float bias_correction2_sqrt; // sqrt(1 - beta2^t), or 1
-    float beta1, beta2, eps;
+    // Note: 1 - beta is computed by the caller in double, as torch does; 1.0f - beta2 in float
+    // would be off by 1e-5 relative for beta2 = 0.999.
+    float one_minus_beta1, beta2, one_minus_beta2, eps;
     float weight_decay;
     float decay_factor;          // 1 - lr * weight_decay (AdamW)
     bool adamw_mode;
@@ -88,7 +90,7 @@ struct LionArgs {
     void* lowp;
     int lowp_kind;
     float lr;
-    float beta1, beta2;
+    float beta1, one_minus_beta1, beta2, one_minus_beta2;  // 1 - beta computed in double
     float decay_factor;  // 1 - lr * weight_decay
 };
 

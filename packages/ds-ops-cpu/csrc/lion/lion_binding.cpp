@@ -19,10 +19,10 @@ PYBIND11_MODULE(cpu_lion_op, m) {
     m.def(
         "lion_step",
         [](uintptr_t param, uintptr_t grad, uintptr_t exp_avg, int64_t n, uintptr_t lowp, int lowp_kind, float lr,
-           float beta1, float beta2, float decay_factor, int isa, int num_threads) {
+           float beta1, float one_minus_beta1, float beta2, float one_minus_beta2, float decay_factor, int isa, int num_threads) {
             LionArgs a{reinterpret_cast<float*>(param), reinterpret_cast<const float*>(grad),
                        reinterpret_cast<float*>(exp_avg), reinterpret_cast<void*>(lowp), lowp ? lowp_kind : int(kNone),
-                       lr, beta1, beta2, decay_factor};
+                       lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_factor};
             run_kernel(kLion, isa, a, n, num_threads);
         },
         pybind11::call_guard<pybind11::gil_scoped_release>(),

@@ -8,7 +8,7 @@ namespace ds_cpu {
 
 void DS_KERNEL(lion_update)(const LionArgs& a, int64_t begin, int64_t end) {
     const float beta1 = a.beta1, beta2 = a.beta2, lr = a.lr, decay = a.decay_factor;
-    const float one_minus_beta1 = 1.0f - beta1, one_minus_beta2 = 1.0f - beta2;
+    const float one_minus_beta1 = a.one_minus_beta1, one_minus_beta2 = a.one_minus_beta2;
     for (int64_t b0 = begin; b0 < end; b0 += kBlock) {
         const int64_t n = (end - b0 < kBlock) ? end - b0 : kBlock;
         float* __restrict p = a.param + b0;
