@@ -33,6 +33,21 @@ except ImportError:  # pragma: no cover - depends on the ds-core version install
 _DEFAULT_BUCKET = int(5e8)
 
 
+def _cfg_get(cfg, key: str, default=None):
+    """``cfg.key`` for a pydantic section, ``cfg[key]`` for a dict, ``default`` for None."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def _offload_device(cfg) -> str:
+    """``"none"``, ``"cpu"`` or ``"nvme"`` from an offload section (pydantic model, dict or None)."""
+    device = _cfg_get(cfg, "device", "none") or "none"
+    return str(getattr(device, "value", device)).lower()
+
+
 def _zero_version() -> str:
     from deepspeed.zero._version import __version__
     return __version__
@@ -94,20 +109,12 @@ class DeepSpeedZeroOptimizer(_Base):
         self.timers = timers
         self.param_names = dict(param_names or {})
 
-        device = offload_device = None
-        if offload_optimizer_config is not None:
-            offload_device = str(getattr(offload_optimizer_config, "device", None) or
-                                 (offload_optimizer_config.get("device") if isinstance(offload_optimizer_config, dict)
-                                  else None) or "none")
-            offload_device = getattr(offload_device, "value", offload_device)
-            if offload_device.endswith("nvme"):
-                raise NotImplementedError("zero_optimization.offload_optimizer.device='nvme' needs ds-aio's tensor "
-                                          "swapping, which is not available yet; use device='cpu'.")
-            if offload_device.endswith("none"):
-                offload_device = None
-        self.cpu_offload = offload_device is not None
-        pin = bool(getattr(offload_optimizer_config, "pin_memory", False) if not isinstance(
-            offload_optimizer_config, dict) else offload_optimizer_config.get("pin_memory", False))
+        offload_device = _offload_device(offload_optimizer_config)
+        if offload_device == "nvme":
+            raise NotImplementedError("zero_optimization.offload_optimizer.device='nvme' needs ds-aio's tensor "
+                                      "swapping, which is not available yet; use device='cpu'.")
+        self.cpu_offload = offload_device == "cpu"
+        pin = bool(_cfg_get(offload_optimizer_config, "pin_memory", False))
 
         # -- partition every param group -----------------------------------------------------
         self.bit16_groups: list[list[torch.Tensor]] = []

@@ -1,0 +1,100 @@
+"""ZeRO's files in an engine checkpoint, in DeepSpeed's layout::
+
+    <save_dir>/zero_to_fp32.py                                    the consolidation script
+    <save_dir>/<tag>/mp_rank_00_model_states.pt                   written by the engine (stages 1-2)
+    <save_dir>/<tag>/zero_pp_rank_<r>_mp_rank_00_optim_states.pt  one per data-parallel rank
+    <save_dir>/<tag>/zero_pp_rank_<r>_mp_rank_00_model_states.pt  stage 3: one per rank
+
+The optimizer-states files hold ``{"optimizer_state_dict": <the ZeRO optimizer's state_dict()>,
+"ds_config": ..., "ds_version": ...}``; ``zero_to_fp32`` reads them back.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import torch
+
+
+def optim_states_path(ckpt_dir: str, dp_rank: int, mp_rank: int = 0) -> str:
+    return os.path.join(ckpt_dir, f"zero_pp_rank_{dp_rank}_mp_rank_{mp_rank:02d}_optim_states.pt")
+
+
+def zero_model_states_path(ckpt_dir: str, dp_rank: int, mp_rank: int = 0) -> str:
+    return os.path.join(ckpt_dir, f"zero_pp_rank_{dp_rank}_mp_rank_{mp_rank:02d}_model_states.pt")
+
+
+def _ranks(engine) -> tuple[int, int]:
+    from deepspeed.runtime.zero import _comm
+
+    mp = engine.mpu.get_model_parallel_rank() if engine.mpu is not None else 0
+    return _comm.rank(engine.data_parallel_group), mp
+
+
+def shared_params(module: torch.nn.Module) -> list[list[str]]:
+    """``[[alias, source], ...]`` for parameters reachable under more than one name (tied weights)."""
+    first: dict[int, str] = {}
+    pairs = []
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            pairs.append([name, first[id(p)]])
+        else:
+            first[id(p)] = name
+    return pairs
+
+
+def checkpoint_state(engine) -> dict:
+    """What the model-states file carries for ZeRO: stage, per-group parameter shapes, tied names."""
+    opt = engine.optimizer
+    shapes = opt.zero_param_shapes() if hasattr(opt, "zero_param_shapes") else None
+    return {"zero_stage": int(getattr(opt, "zero_stage", 0)), "param_shapes": shapes,
+            "shared_params": shared_params(engine.module)}
+
+
+def save_files(engine, save_dir: str, tag: str) -> None:
+    """Every rank writes its optimizer shard; rank 0 copies ``zero_to_fp32.py`` into ``save_dir``."""
+    opt = engine.optimizer
+    if opt is None or not hasattr(opt, "zero_param_shapes"):
+        return
+    dp_rank, mp_rank = _ranks(engine)
+    ckpt_dir = os.path.join(save_dir, tag)
+    state = {"optimizer_state_dict": opt.state_dict(), "ds_config": engine.config, "ds_version": _version()}
+    engine.checkpoint_engine.save(state, optim_states_path(ckpt_dir, dp_rank, mp_rank))
+    if hasattr(opt, "zero_model_states"):  # stage 3: each rank also saves its parameter shards
+        engine.checkpoint_engine.save(opt.zero_model_states(engine), zero_model_states_path(ckpt_dir, dp_rank, mp_rank))
+    if getattr(engine, "global_rank", 0) == 0:
+        from deepspeed.utils import zero_to_fp32
+
+        shutil.copyfile(zero_to_fp32.__file__, os.path.join(save_dir, "zero_to_fp32.py"))
+
+
+def _rank_of(path: str) -> int:
+    return int(re.search(r"zero_pp_rank_(\d+)_", os.path.basename(path)).group(1))
+
+
+def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = True) -> None:
+    """Give the ZeRO optimizer every rank's shard (it re-slices them when the world size changed)."""
+    opt = engine.optimizer
+    if opt is None or not hasattr(opt, "zero_param_shapes"):
+        return
+    _, mp_rank = _ranks(engine)
+    ckpt_dir = os.path.join(load_dir, tag)
+    files = sorted(glob.glob(os.path.join(ckpt_dir, f"zero_pp_rank_*_mp_rank_{mp_rank:02d}_optim_states.pt")),
+                   key=_rank_of)
+    if not files:
+        raise ValueError(f"load_checkpoint: no zero_pp_rank_*_mp_rank_{mp_rank:02d}_optim_states.pt in {ckpt_dir}; "
+                         "the checkpoint was not saved with ZeRO (load it with load_optimizer_states=False).")
+    shards = [engine.checkpoint_engine.load(f, map_location="cpu")["optimizer_state_dict"] for f in files]
+    zcfg = engine._config.zero_config
+    opt.load_state_dict(shards, load_optimizer_states=load_optimizer_states,
+                        load_from_fp32_weights=bool(getattr(zcfg, "load_from_fp32_weights", True)),
+                        checkpoint_folder=ckpt_dir)
+
+
+def _version() -> str:
+    from deepspeed.zero._version import __version__
+
+    return __version__
+

@@ -1,0 +1,50 @@
+"""Builds the ZeRO optimizer wrapper for an engine from its ``zero_optimization`` section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def zero_stage(config: Any) -> int:
+    return int(getattr(config, "zero_optimization_stage", 0) or 0)
+
+
+def build_zero_optimizer(engine: Any, optimizer: torch.optim.Optimizer):
+    """The wrapper for ``engine``'s stage, or None at stage 0."""
+    cfg = engine._config
+    stage = zero_stage(cfg)
+    if stage == 0:
+        return None
+    zcfg = cfg.zero_config
+    fp16 = bool(cfg.fp16_enabled)
+    param_names = {p: n for n, p in engine.module.named_parameters()}
+    if stage == 3:
+        from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+
+        return DeepSpeedZeroOptimizer_Stage3.from_engine(engine, optimizer, param_names)
+    from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+    return DeepSpeedZeroOptimizer(
+        optimizer, param_names=param_names,
+        static_loss_scale=float(cfg.loss_scale or 1.0) if fp16 else 1.0,
+        dynamic_loss_scale=fp16 and not cfg.loss_scale,
+        dynamic_loss_args=cfg.dynamic_loss_scale_args if fp16 else None,
+        contiguous_gradients=zcfg.contiguous_gradients,
+        reduce_bucket_size=zcfg.reduce_bucket_size,
+        allgather_bucket_size=zcfg.allgather_bucket_size,
+        dp_process_group=engine.data_parallel_group,
+        reduce_scatter=zcfg.reduce_scatter,
+        overlap_comm=bool(zcfg.overlap_comm),
+        offload_optimizer_config=zcfg.offload_optimizer,
+        mpu=engine.mpu,
+        clip_grad=float(cfg.gradient_clipping or 0.0),
+        communication_data_type=cfg.communication_data_type,
+        gradient_accumulation_steps=int(cfg.gradient_accumulation_steps or 1),
+        ignore_unused_parameters=zcfg.ignore_unused_parameters,
+        partition_grads=stage == 2,
+        round_robin_gradients=zcfg.round_robin_gradients,
+        elastic_checkpoint=zcfg.elastic_checkpoint,
+        fp16_master_weights_and_gradients=bool(getattr(cfg, "fp16_master_weights_and_gradients", False)),
+    )
