@@ -1,1 +1,2 @@
-"""``deepspeed.runtime.activation_checkpointing``: activation checkpointing."""
+"""``deepspeed.runtime.activation_checkpointing``: activation checkpointing
+(:mod:`.checkpointing`, re-exported as ``deepspeed.checkpointing``)."""
