@@ -25,6 +25,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import re
 import signal
 import socket
 import sys
@@ -35,7 +36,9 @@ import traceback
 _DEFAULT_TIMEOUT = 120.0
 #: After the first failure, how long the other ranks get to report their own error.
 _GRACE_S = 3.0
-_ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# Errors a rank gets because a peer died or left, not because of its own code.
+_PEER_LOST = re.compile(r"Connection (closed|reset) by peer|Broken pipe|was stopped after another rank failed"
+                        r"|remote worker (crashing|hanging)")
 
 
 class DistributedTestError(AssertionError):
@@ -72,8 +75,41 @@ def _context():
     return ctx
 
 
-def _worker(rank: int, payload: bytes, env: dict, sys_path: list, conn, stack_file: str | None) -> None:
+def _module_hint(fn) -> tuple[str, str | None] | None:
+    """(module name, file) of ``fn``'s module, so a rank can load it by path when the name is not
+    importable (pytest's ``--import-mode=importlib`` names modules after their path)."""
+    name = getattr(fn, "__module__", None)
+    module = sys.modules.get(name) if name else None
+    return (name, getattr(module, "__file__", None)) if module is not None else None
+
+
+def _load_module(hint) -> None:
+    import importlib
+    import importlib.util
+
+    name, path = hint
+    if name in sys.modules or name == "__main__":
+        return
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        if path is None:
+            raise
+        import types
+
+        # As pytest does in that mode: stand-in parent packages, so pickle can import the name.
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+def _worker(rank: int, payload: bytes, hint, env: dict, sys_path: list, conn, stack_file: str | None) -> None:
     """Body of one rank: set the environment, init, run, send ("ok", value) or ("error", text)."""
+    succeeded = False
     try:
         # The forkserver was started earlier: take the caller's current environment and path.
         os.environ.clear()
@@ -87,6 +123,8 @@ def _worker(rank: int, payload: bytes, env: dict, sys_path: list, conn, stack_fi
 
         # Note: ranks share the machine's cores; one intra-op thread each avoids oversubscription.
         torch.set_num_threads(int(env.get("DS_TEST_NUM_THREADS", "1")))
+        if hint is not None:
+            _load_module(hint)
         fn, args, kwargs, backend, init = pickle.loads(payload)
         if init:
             import deepspeed.comm as dist
@@ -96,6 +134,7 @@ def _worker(rank: int, payload: bytes, env: dict, sys_path: list, conn, stack_fi
         result = fn(*args, **kwargs)
         try:
             conn.send(("ok", result))
+            succeeded = True
         except Exception:
             conn.send(("error", "the return value could not be sent back (it must be picklable):\n"
                        + traceback.format_exc()))
@@ -105,17 +144,31 @@ def _worker(rank: int, payload: bytes, env: dict, sys_path: list, conn, stack_fi
         except Exception:
             pass
     finally:
-        try:
-            import torch.distributed as tdist
-
-            if tdist.is_available() and tdist.is_initialized():
-                tdist.destroy_process_group()
-        except Exception:
-            pass
         conn.close()
+        _teardown(succeeded)
 
 
-def _terminate(procs) -> None:
+def _teardown(succeeded: bool) -> None:
+    """Leave the process group. After a success, first wait for the other ranks: gloo has no
+    barrier at the end of init, so a rank with a trivial body could otherwise exit while a peer
+    is still connecting, and that peer would fail with "Connection closed by peer". After a
+    failure, exit at once so the peers' pending collectives fail fast instead of hanging."""
+    try:
+        import torch.distributed as tdist
+
+        if tdist.is_available() and tdist.is_initialized():
+            if succeeded:
+                tdist.barrier()
+            tdist.destroy_process_group()
+    except Exception:
+        pass
+
+
+def _terminate(procs, grace: float = 0.0) -> None:
+    """Stop the ranks: let them exit on their own for ``grace`` seconds, then SIGTERM, SIGKILL."""
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
     for p in procs:
         if p.is_alive():
             p.terminate()
@@ -165,7 +218,7 @@ def run_distributed(fn, world_size: int = 2, args=(), kwargs=None, timeout: floa
         ) from exc
     for attempt in range(3):
         try:
-            return _run_once(payload, fn, world_size, timeout, env)
+            return _run_once(payload, _module_hint(fn), fn, world_size, timeout, env)
         except DistributedTestError as err:
             # Note: the free port can be taken between our probe and rank 0's bind; retry then.
             if attempt == 2 or not any("address already in use" in t.lower() for t in err.failures.values()):
@@ -173,7 +226,7 @@ def run_distributed(fn, world_size: int = 2, args=(), kwargs=None, timeout: floa
     raise AssertionError("unreachable")
 
 
-def _run_once(payload: bytes, fn, world_size: int, timeout: float, extra_env: dict | None) -> list:
+def _run_once(payload: bytes, hint, fn, world_size: int, timeout: float, extra_env: dict | None) -> list:
     ctx = _context()
     port = _free_port()
     tmpdir = tempfile.mkdtemp(prefix="ds_dist_")
@@ -185,7 +238,7 @@ def _run_once(payload: bytes, fn, world_size: int, timeout: float, extra_env: di
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         recv_conn, send_conn = ctx.Pipe(duplex=False)
         stack_file = os.path.join(tmpdir, f"stack_rank{rank}.txt") if hasattr(signal, "SIGUSR1") else None
-        p = ctx.Process(target=_worker, args=(rank, payload, env, list(sys.path), send_conn, stack_file),
+        p = ctx.Process(target=_worker, args=(rank, payload, hint, env, list(sys.path), send_conn, stack_file),
                         name=f"ds-rank{rank}", daemon=True)
         p.start()
         send_conn.close()
@@ -237,7 +290,7 @@ def _run_once(payload: bytes, fn, world_size: int, timeout: float, extra_env: di
                         grace_deadline = time.monotonic() + _GRACE_S
         stacks = _stacks(procs, stack_files, pending) if pending else {}
     finally:
-        _terminate(procs)
+        _terminate(procs, grace=5.0 if not failures and not pending else 0.0)
         for c in conns:
             c.close()
     for rank in sorted(pending):
@@ -250,11 +303,14 @@ def _run_once(payload: bytes, fn, world_size: int, timeout: float, extra_env: di
         failures[rank] = reason
     if failures:
         name = getattr(fn, "__qualname__", repr(fn))
-        bad = order + sorted(set(failures) - set(order))
+        # Causes first (a rank's own error, exit or signal), then peers that merely lost it.
+        ranked = order + sorted(set(failures) - set(order))
+        bad = [r for r in ranked if not _PEER_LOST.search(failures[r])] + [
+            r for r in ranked if _PEER_LOST.search(failures[r])]
         sections = "\n".join(f"----- rank {r} -----\n{failures[r].rstrip()}" for r in bad)
         raise DistributedTestError(
-            f"{name} failed on rank(s) {', '.join(map(str, bad))} of world_size={world_size} (in the order "
-            f"they failed; the first is usually the cause):\n{sections}",
+            f"{name} failed on rank(s) {', '.join(map(str, bad))} of world_size={world_size} (causes first, "
+            f"then ranks that lost a peer):\n{sections}",
             failures, results,
         )
     return [results[r] for r in range(world_size)]
