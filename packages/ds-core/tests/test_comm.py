@@ -290,6 +290,28 @@ def _discovery_body(mode):
             del os.environ[name]
         os.environ.update(OMPI_COMM_WORLD_RANK=str(r), OMPI_COMM_WORLD_SIZE=str(n), OMPI_COMM_WORLD_LOCAL_RANK=str(r))
         dist.init_distributed(dist_backend="gloo", distributed_port=port, verbose=False)
+    elif mode == "mpi4py":
+        import types
+
+        class _World:  # the slice of mpi4py.MPI.COMM_WORLD that discovery uses
+            def Get_rank(self):
+                return r
+
+            def Get_size(self):
+                return n
+
+            def bcast(self, value, root=0):
+                return "127.0.0.1"  # rank 0's address, as MPI would deliver it
+
+            def Split_type(self, kind):
+                return self
+
+        fake = types.ModuleType("mpi4py")
+        fake.MPI = types.SimpleNamespace(COMM_WORLD=_World(), COMM_TYPE_SHARED=0)
+        sys.modules["mpi4py"] = fake
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            del os.environ[name]
+        dist.init_distributed(dist_backend="gloo", distributed_port=port, verbose=False)
     elif mode == "explicit":
         for name in ("RANK", "WORLD_SIZE"):
             del os.environ[name]
@@ -310,7 +332,7 @@ def _discovery_body(mode):
             "env_rank": os.environ["RANK"]}
 
 
-@pytest.mark.parametrize("mode", ["ompi", "explicit", "adopt", "default_backend"])
+@pytest.mark.parametrize("mode", ["ompi", "mpi4py", "explicit", "adopt", "default_backend"])
 def test_init_distributed_discovers_ranks(mode):
     env = {"DEEPSPEED_TIMEOUT": "3"} if mode != "adopt" else {}
     results = run_distributed(_discovery_body, world_size=2, args=(mode,), init_distributed=False, env=env)
