@@ -88,6 +88,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self.reducer: GradientReducer | None = None
         self.optimizer = None
         wrapped = None
+        check_zero_optimizer(basic, self._config)
         if basic is not None:
             for feature in self._features:
                 wrapped = feature.wrap_optimizer(self, basic)
@@ -97,7 +98,6 @@ class DeepSpeedEngine(torch.nn.Module):
             self.optimizer = wrapped
             self._feature_optimizer = True
         else:
-            check_zero_optimizer(basic, self._config)
             self._configure_reducer()
             self.optimizer = self._configure_precision(basic)
         self.lr_scheduler = self._configure_lr_scheduler()
