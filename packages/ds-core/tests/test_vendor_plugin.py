@@ -93,8 +93,10 @@ def vendor_venv(tmp_path_factory):
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     # Note: the fresh venv sees this environment's packages (torch, ds-core) through a .pth file,
-    # so the vendor package installs on top without copying torch.
-    pathlib.Path(site, "_parent_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # so the vendor package installs on top without copying torch. addsitedir (not a bare path)
+    # also runs the parent's own .pth files, which is where editable installs live.
+    parent = sysconfig.get_paths()["purelib"]
+    pathlib.Path(site, "_parent_env.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
     proc = subprocess.run([str(py), "-m", "pip", "install", "-q", str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return py
