@@ -7,6 +7,7 @@ names a feature; a hook that a feature does not override does nothing.
 
 from __future__ import annotations
 
+from typing import Any
 
 
 class DeepSpeedFeature:
