@@ -9,7 +9,6 @@ hooks of :class:`deepspeed.runtime.feature.DeepSpeedFeature`; this module never 
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 
 import torch
@@ -65,7 +64,6 @@ class DeepSpeedEngine(torch.nn.Module):
         self._is_gradient_accumulation_boundary = None
         self._no_sync = False
         self._global_grad_norm = None
-        self._step_start = None
         self._feature_optimizer = False
         self.enable_backward_allreduce = True
 
@@ -237,18 +235,24 @@ class DeepSpeedEngine(torch.nn.Module):
             checkpointing.configure(self.mpu, deepspeed_config=self._config)
 
     def _configure_monitoring(self) -> None:
+        from deepspeed.utils.timer import NoopTimer, SynchronizedWallClockTimer, ThroughputTimer
+
+        cfg = self._config
         self.monitor = None
-        self._autocast = bool(self._config.torch_autocast_enabled)
-        self._autocast_dtype = self._config.torch_autocast_dtype or torch.bfloat16
-        self._fp16_auto_cast = bool(self._config.fp16_enabled and self._config.fp16_auto_cast)
-        self._wall_clock = bool(self._config.wall_clock_breakdown)
-        self._steps_per_print = self._config.steps_per_print
-        self._t_samples = 0
-        self._t_time = 0.0
+        self._autocast = bool(cfg.torch_autocast_enabled)
+        self._autocast_dtype = cfg.torch_autocast_dtype or torch.bfloat16
+        self._fp16_auto_cast = bool(cfg.fp16_enabled and cfg.fp16_auto_cast)
+        self._wall_clock = bool(cfg.wall_clock_breakdown)
+        self._steps_per_print = cfg.steps_per_print
+        spp = None if self._steps_per_print == float("inf") else int(self._steps_per_print)
+        self.timers = SynchronizedWallClockTimer() if self._wall_clock else NoopTimer()
+        self.tput_timer = ThroughputTimer(getattr(cfg, "timers_config", None) and cfg.timers_config.throughput,
+                                          batch_size=self.train_batch_size(), steps_per_output=spp,
+                                          monitor_memory=False)
         try:
             from deepspeed.monitor.monitor import MonitorMaster
 
-            mon = MonitorMaster(self._config.monitor_config)
+            mon = MonitorMaster(cfg.monitor_config)
             self.monitor = mon if getattr(mon, "enabled", False) else None
         except Exception:  # noqa: BLE001 - monitors are optional; the engine trains without them
             self.monitor = None
@@ -317,8 +321,17 @@ class DeepSpeedEngine(torch.nn.Module):
     # -- training loop --------------------------------------------------------------------
 
     def forward(self, *inputs, **kwargs):
-        if self._step_start is None and self._steps_per_print != float("inf"):
-            self._step_start = time.perf_counter()
+        if self.module.training and not self.tput_timer.started:
+            self.tput_timer.start()
+        if self._wall_clock:
+            self.timers("fwd_microstep").start()
+            try:
+                return self._forward(inputs, kwargs)
+            finally:
+                self.timers("fwd_microstep").stop()
+        return self._forward(inputs, kwargs)
+
+    def _forward(self, inputs, kwargs):
         if self._fp16_auto_cast:
             inputs = tuple(t.half() if torch.is_tensor(t) and t.is_floating_point() else t for t in inputs)
         if self._autocast:
@@ -366,11 +379,15 @@ class DeepSpeedEngine(torch.nn.Module):
         if reducer is not None:
             reducer.prepare(self.enable_backward_allreduce and not self._no_sync
                             and self.is_gradient_accumulation_boundary())
+        if self._wall_clock:
+            self.timers("bwd_microstep").start()
         try:
             scaled.backward(retain_graph=retain_graph)
         finally:
             if reducer is not None:
                 reducer.finish()
+            if self._wall_clock:
+                self.timers("bwd_microstep").stop()
         return loss
 
     def allreduce_gradients(self, bucket_size=None) -> None:
@@ -419,26 +436,27 @@ class DeepSpeedEngine(torch.nn.Module):
         """At a gradient-accumulation boundary: clip, step the optimizer and the LR schedule, zero
         the gradients. ``micro_steps`` advances on every call."""
         boundary = self.is_gradient_accumulation_boundary()
+        if self._wall_clock:
+            self.timers("step_microstep").start()
         if boundary:
             self._take_model_step(lr_kwargs)
+        if self._wall_clock:
+            self.timers("step_microstep").stop()
+        self.tput_timer.stop(global_step=boundary)
+        if boundary:
             self._report_progress()
         self.micro_steps += 1
 
     def _report_progress(self) -> None:
-        spp = self._steps_per_print
-        if self._step_start is not None:
-            self._t_time += time.perf_counter() - self._step_start
-            self._t_samples += self.train_batch_size()
-            self._step_start = None
         if self.monitor is not None and self.global_rank == 0:
             self.monitor.write_events([("Train/Samples/lr", self.get_lr()[0], self.global_samples)])
+        spp = self._steps_per_print
         if spp == float("inf") or self.global_steps % int(spp):
             return
-        lr, mom = self.get_lr(), self.get_mom()
-        log_dist(f"step={self.global_steps}, skipped={self.skipped_steps}, lr={lr}, mom={mom}", ranks=[0])
-        if self._t_time > 0:
-            log_dist(f"epoch=0/micro_step={self.micro_steps + 1}/global_step={self.global_steps}, "
-                     f"RunningAvgSamplesPerSec={self._t_samples / self._t_time:.3f}", ranks=[0])
+        log_dist(f"step={self.global_steps}, skipped={self.skipped_steps}, lr={self.get_lr()}, mom={self.get_mom()}",
+                 ranks=[0])
+        if self._wall_clock:
+            self.timers.log(["fwd_microstep", "bwd_microstep", "step_microstep"])
 
     # -- state ----------------------------------------------------------------------------
 
