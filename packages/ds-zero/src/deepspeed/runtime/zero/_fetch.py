@@ -1,0 +1,141 @@
+"""ZeRO-3 parameter fetching: module hooks gather parameters for forward and release them after;
+saved-tensor hooks gather them again when backward needs them.
+
+Forward: a module's pre-hook gathers its own parameters (``recurse=False``, plus those registered
+with ``register_external_parameter``; a leaf module from ``set_z3_leaf_modules`` gathers its whole
+subtree) and, once the first forward has recorded the order in which modules run, also the
+parameters of the modules that come next, up to ``prefetch_bucket_size`` elements, in the same
+coalesced all-gather. Its post-hook releases them (persistent parameters stay).
+
+Backward: while a forward runs with grad enabled, autograd's saved tensors that are ZeRO-3
+parameters (or views of them) are stored as references; unpacking one gathers the parameter
+again. The stage-3 optimizer releases it once its gradient has been reduced.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from deepspeed.runtime.zero._gather import ZeroParamStatus, gather, is_zero_param, release
+
+_ZP = object()  # marker of a packed parameter reference
+
+
+def _is_leaf(module) -> bool:
+    return bool(getattr(module, "_z3_leaf", False))
+
+
+def module_params(module) -> list:
+    """The ZeRO-3 parameters a module's forward reads directly."""
+    own = module.parameters(recurse=_is_leaf(module))
+    ext = getattr(module, "_external_params", {})
+    return [p for p in list(own) + list(ext.values()) if is_zero_param(p)]
+
+
+class ParameterFetcher:
+    """Installs the hooks on ``root`` and its submodules; ``remove()`` takes them off."""
+
+    def __init__(self, root: torch.nn.Module, prefetch_bucket_size: int = 0):
+        self.root = root
+        self.prefetch_bucket_size = int(prefetch_bucket_size)
+        self._handles = []
+        self._saved_ctx = None
+        self._trace: list = []  # modules in forward order (first forward)
+        self._trace_done = False
+        self._step_index = 0
+        self.backward_gathered: dict[int, torch.nn.Parameter] = {}
+        self._install(root)
+
+    # -- installation ----------------------------------------------------------------------------
+    def _install(self, root) -> None:
+        stack = [root]
+        modules = []
+        while stack:
+            m = stack.pop()
+            modules.append(m)
+            if not _is_leaf(m):
+                stack.extend(reversed(list(m.children())))
+        for m in modules:
+            self._handles.append(m.register_forward_pre_hook(self._pre_forward))
+            self._handles.append(m.register_forward_hook(self._post_forward))
+        self._handles.append(root.register_forward_pre_hook(self._root_pre, prepend=True))
+        self._handles.append(root.register_forward_hook(self._root_post))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _root_pre(self, module, args):
+        self._step_index = 0
+        if torch.is_grad_enabled() and self._saved_ctx is None:
+            self._saved_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+            self._saved_ctx.__enter__()
+
+    def _root_post(self, module, args, output):
+        if self._saved_ctx is not None:
+            ctx, self._saved_ctx = self._saved_ctx, None
+            ctx.__exit__(None, None, None)
+        if not self._trace_done:
+            self._trace_done = True
+        # Note: anything prefetched but not used in this forward is dropped here.
+        for m in self._trace:
+            release(module_params(m))
+
+    def _prefetch_list(self, module) -> list:
+        if not self._trace_done or self.prefetch_bucket_size <= 0:
+            return []
+        out, budget = [], self.prefetch_bucket_size
+        for m in self._trace[self._step_index:]:
+            for p in module_params(m):
+                if p.ds_status == ZeroParamStatus.NOT_AVAILABLE and budget > 0:
+                    out.append(p)
+                    budget -= p.ds_numel
+            if budget <= 0:
+                break
+        return out
+
+    def _pre_forward(self, module, args):
+        params = module_params(module)
+        if not self._trace_done:
+            self._trace.append(module)
+        elif self._step_index < len(self._trace) and self._trace[self._step_index] is module:
+            self._step_index += 1
+        for p in params:
+            p.ds_active_sub_modules.add(id(module))
+        gather(params + self._prefetch_list(module))
+
+    def _post_forward(self, module, args, output):
+        params = module_params(module)
+        for p in params:
+            p.ds_active_sub_modules.discard(id(module))
+        release(params)
+
+    # -- backward --------------------------------------------------------------------------------
+    @staticmethod
+    def _pack(t):
+        if is_zero_param(t):
+            return (_ZP, t, None)
+        base = t._base
+        if base is not None and is_zero_param(base):
+            return (_ZP, base, (t.size(), t.stride(), t.storage_offset() - base.data.storage_offset()))
+        return t
+
+    def _unpack(self, packed):
+        if not (isinstance(packed, tuple) and len(packed) == 3 and packed[0] is _ZP):
+            return packed
+        _, p, view = packed
+        if p.ds_status != ZeroParamStatus.AVAILABLE:
+            gather([p])
+            self.backward_gathered[p.ds_id] = p
+        if view is None:
+            return p.data
+        size, stride, delta = view
+        return p.data.as_strided(size, stride, p.data.storage_offset() + delta)
+
+    def release_backward_gathered(self) -> None:
+        """Release what backward gathered and no gradient hook released (frozen parameters)."""
+        params = list(self.backward_gathered.values())
+        self.backward_gathered.clear()
+        release(params)

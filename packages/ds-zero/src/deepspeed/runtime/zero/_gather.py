@@ -1,0 +1,148 @@
+"""ZeRO-3 parameter state: partitioning one parameter across ranks, gathering it back, releasing it.
+
+A partitioned parameter keeps its whole value split in ``world_size`` equal slices of
+``ceil(numel / world_size)`` elements (the last padded with zeros); rank ``r`` holds slice ``r``
+in ``param.ds_tensor``. While the parameter is not needed its ``.data`` is an empty tensor; a
+gather all-gathers the slices and makes ``.data`` the full tensor again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from enum import Enum
+
+import torch
+
+from deepspeed.runtime.zero import _comm
+
+
+class ZeroParamStatus(Enum):
+    """Where a ZeRO-3 parameter's full value is."""
+
+    #: ``param.data`` holds the full tensor on this rank (after a gather, or persistent).
+    AVAILABLE = 1
+    #: Only this rank's slice exists (``param.ds_tensor``); ``param.data`` is empty.
+    NOT_AVAILABLE = 2
+    #: An asynchronous gather was launched; wait for it before reading ``param.data``.
+    INFLIGHT = 3
+
+
+class ZeroParamType(Enum):
+    """How a parameter is stored."""
+
+    #: An ordinary, unpartitioned parameter.
+    NORMAL = 1
+    #: Partitioned across the data-parallel ranks (``ds_tensor`` holds this rank's slice).
+    PARTITIONED = 2
+    #: Partitioned, with this rank's slice kept off the accelerator (offload_param).
+    REMOTE = 3
+
+
+_ids = itertools.count()
+
+
+def is_zero_param(p) -> bool:
+    return hasattr(p, "ds_id")
+
+
+def _empty_like_data(p: torch.Tensor) -> torch.Tensor:
+    return torch.empty(0, dtype=p.dtype, device=p.device)
+
+
+def partition_param(p: torch.nn.Parameter, group=None, persist_threshold: int = 0, remote_device=None,
+                    src_rank: int | None = 0) -> None:
+    """Make ``p`` a ZeRO-3 parameter: keep this rank's slice, drop the full value.
+
+    ``src_rank``: broadcast the full value from this rank of ``group`` first, so every rank
+    partitions the same tensor (modules initialise randomly on each rank); None skips it.
+    """
+    if is_zero_param(p):
+        return
+    world = _comm.world_size(group)
+    rank = _comm.rank(group)
+    data = p.data
+    if src_rank is not None and world > 1:
+        data = data.contiguous()
+        _comm.broadcast(data, src_rank, group)
+    numel = data.numel()
+    part = max(1, -(-numel // world))
+    flat = data.reshape(-1)
+    shard = torch.zeros(part, dtype=data.dtype, device=remote_device or data.device)
+    lo, hi = min(numel, rank * part), min(numel, (rank + 1) * part)
+    if hi > lo:
+        shard[: hi - lo].copy_(flat[lo:hi])
+    p.ds_id = next(_ids)
+    p.ds_numel = numel
+    p.ds_shape = data.shape
+    p.ds_tensor = shard
+    p.ds_process_group = group
+    p.ds_persist = numel <= persist_threshold
+    p.ds_param_type = ZeroParamType.REMOTE if remote_device is not None else ZeroParamType.PARTITIONED
+    p.ds_active_sub_modules = set()
+    p.partition_numel = lambda p=p: p.ds_tensor.numel()
+    p.all_gather = lambda param_list=None, async_op=False, p=p: gather([p] + list(param_list or []))
+    p.partition = lambda param_list=None, p=p: release([p] + list(param_list or []), force=True)
+    p.all_gather_coalesced = lambda params, **kw: gather(list(params))
+    if p.ds_persist:
+        p.data = data
+        p.ds_status = ZeroParamStatus.AVAILABLE
+    else:
+        p.data = _empty_like_data(data)
+        p.ds_status = ZeroParamStatus.NOT_AVAILABLE
+
+
+def gather(params, group_override=None) -> None:
+    """Make every listed ZeRO-3 parameter AVAILABLE, with one all-gather per process group and dtype."""
+    todo = [p for p in params if is_zero_param(p) and p.ds_status != ZeroParamStatus.AVAILABLE]
+    if not todo:
+        return
+    # Note: the same parameter may be listed twice (tied weights); gather it once.
+    seen, unique = set(), []
+    for p in todo:
+        if p.ds_id not in seen:
+            seen.add(p.ds_id)
+            unique.append(p)
+    by_key: dict = {}
+    for p in unique:
+        by_key.setdefault((id(p.ds_process_group), p.ds_tensor.dtype), []).append(p)
+    for batch in by_key.values():
+        group = batch[0].ds_process_group
+        world = _comm.world_size(group)
+        device = batch[0].device if batch[0].device.type != "meta" else batch[0].ds_tensor.device
+        local = torch.cat([p.ds_tensor.to(device) for p in batch]) if len(batch) > 1 else batch[0].ds_tensor.to(device)
+        out = torch.empty(local.numel() * world, dtype=local.dtype, device=device)
+        _comm.all_gather_into(out, local, group=group)
+        rows = out.view(world, local.numel())
+        offset = 0
+        for p in batch:
+            part = p.ds_tensor.numel()
+            # Note: with several parameters the column slice is strided, so reshape copies it into a
+            # tensor of its own and releasing one parameter frees its memory.
+            full = rows[:, offset:offset + part].reshape(-1)[: p.ds_numel]
+            p.data = full.view(p.ds_shape)
+            p.ds_status = ZeroParamStatus.AVAILABLE
+            offset += part
+
+
+def release(params, force: bool = False) -> None:
+    """Drop the full value of every listed non-persistent ZeRO-3 parameter (``force``: persistent too)."""
+    for p in params:
+        if not is_zero_param(p) or p.ds_status == ZeroParamStatus.NOT_AVAILABLE:
+            continue
+        if p.ds_persist and not force:
+            continue
+        if p.ds_active_sub_modules:
+            continue
+        p.data = _empty_like_data(p.data)
+        p.ds_status = ZeroParamStatus.NOT_AVAILABLE
+
+
+def scatter_full_value(p: torch.nn.Parameter) -> None:
+    """Copy this rank's slice of ``p.data`` (the full tensor, AVAILABLE) into ``p.ds_tensor``."""
+    rank = _comm.rank(p.ds_process_group)
+    part = p.ds_tensor.numel()
+    flat = p.data.reshape(-1)
+    lo, hi = min(p.ds_numel, rank * part), min(p.ds_numel, (rank + 1) * part)
+    p.ds_tensor.zero_()
+    if hi > lo:
+        p.ds_tensor[: hi - lo].copy_(flat[lo:hi])

@@ -1,0 +1,456 @@
+"""ZeRO stage 3: ``DeepSpeedZeroOptimizer_Stage3``.
+
+Parameters, gradients and optimizer state are all partitioned. Each parameter keeps only its
+slice (``param.ds_tensor``, see ``_gather``); module hooks gather parameters for forward and
+backward (``_fetch``). Gradients are reduce-scattered in buckets from post-accumulate-grad hooks
+straight into each rank's fp32 gradient slices. The wrapped optimizer steps the fp32 master
+slices; the updated values are copied into the ``ds_tensor`` slices, to be gathered on next use.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from collections import OrderedDict
+
+import torch
+
+from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
+from deepspeed.runtime.zero import _comm
+from deepspeed.runtime.zero._fetch import ParameterFetcher
+from deepspeed.runtime.zero._gather import ZeroParamStatus, gather, is_zero_param, partition_param, release
+from deepspeed.runtime.zero.stage_1_and_2 import _Base, _cfg_get, _offload_device, _zero_version
+
+_DEFAULT_BUCKET = int(5e8)
+
+
+class _GradBuckets:
+    """Reduce-scatters full gradients of ZeRO-3 parameters into per-parameter fp32 slices.
+
+    Each parameter's gradient is padded to ``world * part`` and seen as ``world`` rows of
+    ``part`` elements; a bucket lays its parameters' rows side by side, so one reduce-scatter
+    hands every rank its slice of every parameter in the bucket.
+    """
+
+    max_in_flight = 2
+
+    def __init__(self, grad_slices: dict, bucket_numel: int, comm_dtype, group, on_reduced):
+        self.grad_slices = grad_slices  # ds_id -> fp32 view into the rank's gradient partition
+        self.bucket_numel = max(1, int(bucket_numel))
+        self.comm_dtype = comm_dtype
+        self.group = group
+        self.world = _comm.world_size(group)
+        self.on_reduced = on_reduced
+        self._bucket: list = []
+        self._size = 0
+        self._pending: list = []
+
+    def add(self, p: torch.nn.Parameter) -> None:
+        self._bucket.append((p, p.grad))
+        self._size += p.ds_tensor.numel()
+        p.grad = None
+        if self._size >= self.bucket_numel:
+            self._launch()
+
+    def _launch(self) -> None:
+        if not self._bucket:
+            return
+        bucket, self._bucket, self._size = self._bucket, [], 0
+        dtype = self.comm_dtype or bucket[0][1].dtype
+        cols = []
+        for p, g in bucket:
+            part = p.ds_tensor.numel()
+            flat = g.reshape(-1).to(dtype)
+            if flat.numel() < part * self.world:
+                flat = torch.cat([flat, flat.new_zeros(part * self.world - flat.numel())])
+            cols.append(flat.view(self.world, part))
+        staging = torch.cat(cols, dim=1) if len(cols) > 1 else cols[0].contiguous()
+        if self.world > 1:
+            staging.div_(self.world)
+        out = staging.new_empty(staging.shape[1])
+        work = _comm.reduce_scatter_v(out, list(staging.reshape(-1).chunk(self.world)), group=self.group,
+                                      async_op=True) if self.world > 1 else out.copy_(staging.reshape(-1))
+        self._pending.append((work if self.world > 1 else None, out, staging, [p for p, _ in bucket]))
+        while len(self._pending) > self.max_in_flight:
+            self._complete(self._pending.pop(0))
+
+    def _complete(self, entry) -> None:
+        work, out, _staging, params = entry
+        if work is not None:
+            work.wait()
+        offset = 0
+        for p in params:
+            n = p.ds_tensor.numel()
+            self.grad_slices[p.ds_id].add_(out.narrow(0, offset, n).to(torch.float32))
+            offset += n
+        self.on_reduced(params)
+
+    def flush(self) -> None:
+        self._launch()
+        while self._pending:
+            self._complete(self._pending.pop(0))
+
+
+class DeepSpeedZeroOptimizer_Stage3(_Base):
+    """Wraps a torch optimizer for ZeRO stage 3 on ``module``.
+
+    Parameters not yet partitioned (the model was not built under ``deepspeed.zero.Init``) are
+    partitioned here. Attributes DeepSpeed users read: ``fp32_partitioned_groups_flat``,
+    ``optimizer``, ``loss_scale``, ``overflow``.
+    """
+
+    def __init__(self, module: torch.nn.Module, init_optimizer: torch.optim.Optimizer, param_names=None,
+                 timers=None, ds_config=None, static_loss_scale: float = 1.0, dynamic_loss_scale: bool = False,
+                 dynamic_loss_args=None, verbose: bool = False, contiguous_gradients: bool = True,
+                 reduce_bucket_size: int = _DEFAULT_BUCKET, prefetch_bucket_size: int = int(5e7),
+                 max_reuse_distance: int = int(1e9), max_live_parameters: int = int(1e9),
+                 param_persistence_threshold: int = int(1e5), model_persistence_threshold: int = 2**63 - 1,
+                 dp_process_group=None, reduce_scatter: bool = True, overlap_comm: bool = True,
+                 offload_optimizer_config=None, offload_param_config=None, sub_group_size: int = int(1e9),
+                 mpu=None, clip_grad: float = 0.0, gradient_accumulation_dtype=torch.float32,
+                 communication_data_type=None, postscale_gradients: bool = True,
+                 gradient_predivide_factor: float = 1.0, gradient_accumulation_steps: int = 1,
+                 elastic_checkpoint: bool = False, **unused):
+        if not isinstance(init_optimizer, torch.optim.Optimizer):
+            raise ValueError(f"DeepSpeedZeroOptimizer_Stage3 wraps a torch.optim.Optimizer; got "
+                             f"{type(init_optimizer).__name__}.")
+        for what, cfg in (("offload_optimizer", offload_optimizer_config), ("offload_param", offload_param_config)):
+            if _offload_device(cfg) == "nvme":
+                raise NotImplementedError(f"zero_optimization.{what}.device='nvme' needs ds-aio's tensor swapping, "
+                                          "which is not available yet; use device='cpu'.")
+        if float(_cfg_get(offload_optimizer_config, "ratio", 1.0)) < 1.0:
+            raise NotImplementedError("zero_optimization.offload_optimizer.ratio < 1 (partial offload) is not "
+                                      "supported by ds-zero yet; use ratio=1.0.")
+        self.module = module
+        self.optimizer = init_optimizer
+        self.zero_stage = 3
+        self.dp_process_group = dp_process_group
+        self.partition_count = _comm.world_size(dp_process_group)
+        self.dp_rank = _comm.rank(dp_process_group)
+        self.clip_grad = float(clip_grad or 0.0)
+        self.param_names = dict(param_names or {})
+        self.overflow = False
+        self._global_grad_norm = 0.0
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.is_gradient_accumulation_boundary = True
+        self.cpu_offload = _offload_device(offload_optimizer_config) == "cpu"
+        self.offload_param = _offload_device(offload_param_config) == "cpu"
+        remote = torch.device("cpu") if self.offload_param else None
+        pin = bool(_cfg_get(offload_optimizer_config, "pin_memory", False))
+
+        self.fp16_groups: list[list[torch.nn.Parameter]] = []
+        self.fp32_partitioned_groups_flat: list[torch.Tensor] = []
+        self._lp_flat: list[torch.Tensor] = []
+        self._grad_partitions: list[torch.Tensor] = []
+        self._grad_slices: dict[int, torch.Tensor] = {}
+        self._offsets: list[list[int]] = []
+        self._master_is_view: list[bool] = []
+        model_dtype = None
+        for group in self.optimizer.param_groups:
+            params = [p for p in group["params"] if p.requires_grad]
+            if not params:
+                raise ValueError("DeepSpeedZeroOptimizer_Stage3: a param group has no trainable parameters; drop "
+                                 "the group or leave requires_grad=True on its parameters.")
+            for p in params:
+                partition_param(p, dp_process_group, param_persistence_threshold, remote, src_rank=None)
+                p.ds_persist = p.ds_numel <= param_persistence_threshold
+                # Note: the engine casts the module (fp16/bf16) after zero.Init partitioned it.
+                if p.ds_tensor.dtype != p.dtype:
+                    p.ds_tensor = p.ds_tensor.to(p.dtype)
+            model_dtype = params[0].dtype
+            offsets, total = [], 0
+            for p in params:
+                offsets.append(total)
+                total += p.ds_tensor.numel()
+            device = params[0].ds_tensor.device
+            lp = torch.empty(total, dtype=model_dtype, device=device)
+            for p, off in zip(params, offsets):
+                lp.narrow(0, off, p.ds_tensor.numel()).copy_(p.ds_tensor)
+                p.ds_tensor = lp.narrow(0, off, p.ds_tensor.numel())
+            master_device = torch.device("cpu") if self.cpu_offload else device
+            is_view = lp.dtype == torch.float32 and master_device == device
+            master = lp if is_view else lp.detach().to(master_device, torch.float32, copy=True)
+            if pin and not is_view and master.device.type == "cpu" and torch.accelerator.is_available():
+                master = master.pin_memory()
+            grads = torch.zeros(total, dtype=torch.float32, device=master_device)
+            for i, (p, off) in enumerate(zip(params, offsets)):
+                self._grad_slices[p.ds_id] = grads.narrow(0, off, p.ds_tensor.numel())
+                p._zero_optimizer = weakref.ref(self)
+                p._zero_index = (len(self.fp16_groups), i)
+            group["params"] = [master]
+            self.fp16_groups.append(params)
+            self.fp32_partitioned_groups_flat.append(master)
+            self._lp_flat.append(lp)
+            self._grad_partitions.append(grads)
+            self._offsets.append(offsets)
+            self._master_is_view.append(is_view)
+        self.optimizer.state.clear()
+        # frozen parameters are partitioned too (their slices are gathered like the others)
+        for p in module.parameters():
+            if not p.requires_grad:
+                partition_param(p, dp_process_group, param_persistence_threshold, remote, src_rank=None)
+                p.ds_persist = p.ds_numel <= param_persistence_threshold
+        self.loss_scaler = CreateLossScaler(model_dtype, static_loss_scale, dynamic_loss_scale, dynamic_loss_args)
+        self.dynamic_loss_scale = bool(getattr(self.loss_scaler, "dynamic", False))
+        self.fetcher = ParameterFetcher(module, prefetch_bucket_size)
+        self._buckets = _GradBuckets(self._grad_slices, reduce_bucket_size, communication_data_type,
+                                     dp_process_group, self._after_reduce)
+        self._hooks = [p.register_post_accumulate_grad_hook(self._buckets.add)
+                       for group in self.fp16_groups for p in group]
+        # Note: autograd accumulates a gradient by the parameter's current shape and strides. A
+        # released parameter (shape [0]) whose value backward never needed (first layer's weight)
+        # gets a zero-stride placeholder of its full shape just before its gradient is accumulated.
+        self._acc_nodes = []
+        for group in self.fp16_groups:
+            for p in group:
+                # Note: the node records the shape it expects when created; give it the full one.
+                saved = p.data
+                p.data = torch.empty(1, dtype=p.dtype, device=p.device).expand(p.ds_shape)
+                node = p.view_as(p).grad_fn.next_functions[0][0]
+                p.data = saved
+                self._hooks.append(node.register_prehook(functools.partial(self._before_accumulate, p)))
+                self._acc_nodes.append(node)
+        release(list(module.parameters()))
+        gather([p for p in module.parameters() if is_zero_param(p) and p.ds_persist])
+
+    @classmethod
+    def from_engine(cls, engine, optimizer, param_names):
+        cfg = engine._config
+        z = cfg.zero_config
+        fp16 = bool(cfg.fp16_enabled)
+        return cls(engine.module, optimizer, param_names=param_names, ds_config=engine.config,
+                   static_loss_scale=float(cfg.loss_scale or 1.0) if fp16 else 1.0,
+                   dynamic_loss_scale=fp16 and not cfg.loss_scale,
+                   dynamic_loss_args=cfg.dynamic_loss_scale_args if fp16 else None,
+                   reduce_bucket_size=z.reduce_bucket_size, prefetch_bucket_size=z.prefetch_bucket_size,
+                   max_reuse_distance=z.max_reuse_distance, max_live_parameters=z.max_live_parameters,
+                   param_persistence_threshold=z.param_persistence_threshold,
+                   model_persistence_threshold=z.model_persistence_threshold,
+                   dp_process_group=engine.data_parallel_group, overlap_comm=bool(z.overlap_comm),
+                   offload_optimizer_config=z.offload_optimizer, offload_param_config=z.offload_param,
+                   mpu=engine.mpu, clip_grad=float(cfg.gradient_clipping or 0.0),
+                   communication_data_type=cfg.communication_data_type,
+                   gradient_accumulation_steps=int(cfg.gradient_accumulation_steps or 1))
+
+    # -- torch.optim.Optimizer look-alike --------------------------------------------------------
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value):
+        self.optimizer.param_groups = value
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @property
+    def loss_scale(self) -> float:
+        return self.loss_scaler.loss_scale
+
+    @property
+    def cur_scale(self) -> float:
+        return self.loss_scaler.cur_scale
+
+    def get_global_grad_norm(self) -> float:
+        return self._global_grad_norm
+
+    # -- backward --------------------------------------------------------------------------------
+    @staticmethod
+    def _before_accumulate(p, grad_outputs):
+        if p.ds_status == ZeroParamStatus.NOT_AVAILABLE:
+            p.data = torch.empty(1, dtype=p.dtype, device=p.device).expand(p.ds_shape)
+            p._zero_placeholder = True
+        return None
+
+    def _after_reduce(self, params) -> None:
+        for p in params:
+            self.fetcher.backward_gathered.pop(p.ds_id, None)
+            if getattr(p, "_zero_placeholder", False):
+                p._zero_placeholder = False
+                p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+        release(params)
+
+    def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
+        (loss.float() * self.loss_scaler.loss_scale).backward(retain_graph=retain_graph)
+        self._epilogue()
+
+    def _epilogue(self) -> None:
+        self._buckets.flush()
+        self.fetcher.release_backward_gathered()
+
+    # -- step ------------------------------------------------------------------------------------
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("DeepSpeedZeroOptimizer_Stage3.step(closure=...) is not supported: gradients come "
+                             "from the engine's backward; call step() without a closure.")
+        self._epilogue()
+        scale = self.loss_scaler.loss_scale
+        if self.dynamic_loss_scale:
+            flag = torch.tensor([0.0 if all(torch.isfinite(g).all() for g in self._grad_partitions) else 1.0])
+            _comm.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.dp_process_group)
+            self.overflow = bool(flag.item())
+        else:
+            self.overflow = False
+        if self.overflow:
+            self.loss_scaler.update_scale(True)
+            for g in self._grad_partitions:
+                g.zero_()
+            self._global_grad_norm = float("inf")
+            return None
+        sq = torch.zeros(1, dtype=torch.float64)
+        for g in self._grad_partitions:
+            sq += g.double().pow(2).sum().cpu()
+        _comm.all_reduce(sq, group=self.dp_process_group)
+        norm = math.sqrt(sq.item()) / scale
+        self._global_grad_norm = norm
+        combined = scale
+        if self.clip_grad > 0:
+            coef = self.clip_grad / (norm + 1e-6)
+            if coef < 1.0:
+                combined = scale / coef
+        for master, g in zip(self.fp32_partitioned_groups_flat, self._grad_partitions):
+            if combined != 1.0:
+                g.div_(combined)
+            master.grad = g
+        self.optimizer.step()
+        for master, lp, is_view, g in zip(self.fp32_partitioned_groups_flat, self._lp_flat, self._master_is_view,
+                                          self._grad_partitions):
+            master.grad = None
+            if not is_view:
+                lp.copy_(master)
+            g.zero_()
+        self._refresh_available()
+        self.loss_scaler.update_scale(False)
+        return None
+
+    def _refresh_available(self) -> None:
+        """Parameters held gathered (persistent ones) get their updated values."""
+        live = [p for group in self.fp16_groups for p in group if p.ds_status == ZeroParamStatus.AVAILABLE]
+        release(live, force=True)
+        gather([p for p in live if p.ds_persist])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.fp16_groups:
+            for p in group:
+                p.grad = None
+        self._buckets.flush()
+        for g in self._grad_partitions:
+            g.zero_()
+
+    def _sync_master_from_param(self, p) -> None:
+        """After ``p.ds_tensor`` was rewritten (GatheredParameters), refresh its fp32 master slice."""
+        if not p.requires_grad or not hasattr(p, "_zero_index"):
+            return
+        self._slice(p, self.fp32_partitioned_groups_flat).copy_(p.ds_tensor)
+
+    # -- fragments for deepspeed.utils.safe_get_full_* -------------------------------------------
+    def _full_from_slices(self, param, slice_of) -> torch.Tensor:
+        local = slice_of(param).detach().float()
+        out = torch.empty(local.numel() * self.partition_count, dtype=torch.float32, device=local.device)
+        _comm.all_gather_into(out, local.contiguous(), group=self.dp_process_group)
+        return out[: param.ds_numel].view(param.ds_shape)
+
+    def _slice(self, param, flats) -> torch.Tensor:
+        g, i = param._zero_index
+        off = self._offsets[g][i]
+        return flats[g].narrow(0, off, param.ds_tensor.numel())
+
+    def _state_flats(self, key):
+        out = []
+        for master in self.fp32_partitioned_groups_flat:
+            state = self.optimizer.state.get(master, {})
+            if key not in state:
+                raise ValueError(f"optimizer state {key!r} does not exist (known: {sorted(state)}); the wrapped "
+                                 f"{type(self.optimizer).__name__} creates its state at its first step.")
+            out.append(state[key])
+        return out
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def zero_param_shapes(self) -> list[OrderedDict]:
+        shapes = []
+        for g, group in enumerate(self.fp16_groups):
+            shapes.append(OrderedDict((self.param_names.get(p, f"param_{g}_{k}"), list(p.ds_shape))
+                                      for k, p in enumerate(group)))
+        return shapes
+
+    def zero_model_states(self, engine) -> dict:
+        """This rank's ``zero_pp_rank_<r>_mp_rank_00_model_states.pt`` content."""
+        from deepspeed.runtime.zero._checkpoint import shared_params
+
+        frozen = [(n, p) for n, p in self.module.named_parameters() if not p.requires_grad]
+        buffers = OrderedDict((n, b.detach().clone()) for n, b in self.module.named_buffers())
+        return {
+            "module": buffers, "buffer_names": list(buffers),
+            "param_shapes": self.zero_param_shapes(),
+            "frozen_param_shapes": OrderedDict((n, list(p.ds_shape)) for n, p in frozen),
+            "frozen_param_fragments": OrderedDict((n, p.ds_tensor.detach().clone()) for n, p in frozen),
+            "shared_params": shared_params(self.module),
+            "ds_feature_zero": {"zero_stage": 3, "param_shapes": self.zero_param_shapes(),
+                                "shared_params": shared_params(self.module)},
+            "dp_world_size": self.partition_count, "ds_version": _zero_version(),
+            "ds_config": getattr(engine, "config", None),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "zero_stage": 3,
+            "loss_scaler": self.loss_scaler.state_dict(),
+            "dynamic_loss_scale": self.dynamic_loss_scale,
+            "overflow": self.overflow,
+            "partition_count": self.partition_count,
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "fp32_flat_groups": [m.detach().clone() for m in self.fp32_partitioned_groups_flat],
+            "ds_version": _zero_version(),
+        }
+
+    def load_state_dict(self, state_dict_list, load_optimizer_states: bool = True,
+                        load_from_fp32_weights: bool = False, checkpoint_folder=None, load_serial=None) -> None:
+        if isinstance(state_dict_list, dict):
+            state_dict_list = [state_dict_list] * self.partition_count
+        saved = int(state_dict_list[0].get("partition_count", len(state_dict_list)))
+        if saved != self.partition_count or len(state_dict_list) != saved:
+            raise NotImplementedError(
+                f"ZeRO-3 checkpoint saved by {saved} ranks cannot be loaded on {self.partition_count}: resharding "
+                "stage-3 checkpoints is not supported by ds-zero yet; consolidate it with zero_to_fp32 and load "
+                "the fp32 weights instead.")
+        own = state_dict_list[self.dp_rank]
+        self.loss_scaler.load_state_dict(own["loss_scaler"])
+        self.overflow = own.get("overflow", False)
+        if load_optimizer_states:
+            self.optimizer.load_state_dict(own["optimizer_state_dict"])
+        for master, lp, src in zip(self.fp32_partitioned_groups_flat, self._lp_flat, own["fp32_flat_groups"]):
+            master.data.copy_(src.to(master.device, master.dtype))
+            if lp.data_ptr() != master.data_ptr():
+                lp.copy_(master)
+        self._refresh_available()
+
+    def _zero3_consolidated_16bit_state_dict(self, exclude_frozen_parameters: bool = False) -> OrderedDict | None:
+        """The full model state dict on rank 0 (None elsewhere), gathered one module at a time."""
+        out = OrderedDict()
+        for name, module in self.module.named_modules():
+            own = list(module.named_parameters(recurse=False))
+            params = [p for _, p in own if is_zero_param(p)]
+            gather(params)
+            if self.dp_rank == 0:
+                prefix = f"{name}." if name else ""
+                for pname, p in own:
+                    if exclude_frozen_parameters and not p.requires_grad:
+                        continue
+                    out.setdefault(prefix + pname, p.data.detach().clone().cpu())
+                for bname, b in module.named_buffers(recurse=False):
+                    if b is not None:
+                        out[prefix + bname] = b.detach().clone().cpu()
+            release(params)
+        return out if self.dp_rank == 0 else None
+
+    def destroy(self) -> None:
+        self.fetcher.remove()
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+
+__all__ = ["DeepSpeedZeroOptimizer_Stage3", "is_zero_param"]
