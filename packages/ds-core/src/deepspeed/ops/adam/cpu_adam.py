@@ -44,7 +44,13 @@ class DeepSpeedCPUAdam(CPUOptimizer):
             raise ValueError(f"DeepSpeedCPUAdam: lr={lr}, eps={eps}, weight_decay={weight_decay} must be >= 0.")
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"DeepSpeedCPUAdam: betas={betas} must each be in [0, 1).")
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction, amsgrad=False)
+        # Note: torch's Adam group keys are kept too (decoupled_weight_decay is the per-group
+        # AdamW switch), so state_dicts load into torch.optim.Adam/AdamW and back unchanged.
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction, amsgrad=False,
+            decoupled_weight_decay=adamw_mode, maximize=False, foreach=None, capturable=False,
+            differentiable=False, fused=None,
+        )
         self.adam_w_mode = adamw_mode
         super().__init__(model_params, defaults, fp32_optimizer_states)
 
@@ -53,6 +59,7 @@ class DeepSpeedCPUAdam(CPUOptimizer):
         for group in self.param_groups:
             group.setdefault("amsgrad", False)
             group.setdefault("bias_correction", True)
+            group.setdefault("decoupled_weight_decay", self.adam_w_mode)
 
     def _scalars(self, group: dict[str, Any], step: float) -> dict[str, float]:
         beta1, beta2 = (float(b) for b in group["betas"])
@@ -62,8 +69,10 @@ class DeepSpeedCPUAdam(CPUOptimizer):
             bc2_sqrt = math.sqrt(1 - beta2**step)
         else:
             step_size, bc2_sqrt = lr, 1.0
+        if group.get("maximize", False):
+            raise NotImplementedError("DeepSpeedCPUAdam does not support maximize=True. Fix: negate the loss instead.")
         return dict(
-            lr=lr, beta1=beta1, beta2=beta2, eps=float(group["eps"]), weight_decay=wd,
+            adamw=bool(group.get("decoupled_weight_decay", self.adam_w_mode)), lr=lr, beta1=beta1, beta2=beta2, eps=float(group["eps"]), weight_decay=wd,
             step_size=step_size, bc2_sqrt=bc2_sqrt, decay=1 - lr * wd,
         )
 
@@ -71,7 +80,7 @@ class DeepSpeedCPUAdam(CPUOptimizer):
         self._op.adam_step(
             p.data_ptr(), grad.data_ptr(), state["exp_avg"].data_ptr(), state["exp_avg_sq"].data_ptr(), p.numel(),
             lowp_ptr, lowp_kind, s["step_size"], s["bc2_sqrt"], 1 - s["beta1"], s["beta2"], 1 - s["beta2"], s["eps"],
-            s["weight_decay"], s["decay"], self.adam_w_mode, self._isa_index, threads,
+            s["weight_decay"], s["decay"], s["adamw"], self._isa_index, threads,
         )
 
     def _reference_step(self, p: torch.Tensor, grad: torch.Tensor, states: list[torch.Tensor], s: dict[str, float]) -> None:
@@ -79,7 +88,7 @@ class DeepSpeedCPUAdam(CPUOptimizer):
         # native kernel also follows, so all three agree to rounding.
         exp_avg, exp_avg_sq = states
         if s["weight_decay"] != 0:
-            if self.adam_w_mode:
+            if s["adamw"]:
                 p.mul_(s["decay"])
             else:
                 grad = grad.add(p, alpha=s["weight_decay"])
