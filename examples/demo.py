@@ -158,7 +158,20 @@ def train(args) -> int:
     model = _model(args, len(data.chars))
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                            config=ds_config(args, world_size))
-    say = (lambda msg: print(msg, flush=True)) if rank == 0 else (lambda msg: None)
+    # The engine's throughput timer draws a progress bar on rank 0 when stdout is a terminal;
+    # give it the step count, and end its line before printing one of ours.
+    tput = getattr(engine, "tput_timer", None)
+    if tput is not None and hasattr(tput, "progress"):
+        tput.total_steps = args.steps
+    else:
+        tput = None
+
+    def say(msg: str) -> None:
+        if rank == 0:
+            if tput is not None:
+                tput.close()
+            print(msg, flush=True)
+
     n_params = sum(p.numel() for p in model.parameters())
     say(f"rank 0 of {world_size}: GPT with {n_params / 1e6:.2f}M parameters, vocabulary of "
         f"{len(data.chars)} characters, {len(data.text) / 1e3:.0f}K characters of Shakespeare; "
@@ -175,6 +188,8 @@ def train(args) -> int:
         mean = loss.detach().clone()
         torch.distributed.all_reduce(mean)
         losses.append(mean.item() / world_size)
+        if tput is not None:
+            tput.progress(loss=losses[-1])
         if step == 1 or step % args.print_every == 0 or step == args.steps:
             elapsed = time.perf_counter() - start
             recent = sum(losses[-args.print_every:]) / len(losses[-args.print_every:])
