@@ -190,3 +190,33 @@ def test_number_formatting():
     assert params_to_string(125e6) == "125 M"
     assert duration_to_string(0.01234) == "12.34 ms" and duration_to_string(2e-6) == "2 us"
     assert number_to_string(5e9, units="M") == "5000 M"
+
+
+def test_summary_with_engine_timers():
+    """With a DeepSpeed engine the summary adds the backward/step latencies from its timers."""
+    import types
+
+    from deepspeed.utils.timer import SynchronizedWallClockTimer
+
+    timers = SynchronizedWallClockTimer()
+    for name, seconds in (("bwd", 0.02), ("step", 0.01)):
+        timers(name).start()
+        timers(name).stop()
+        timers(name)._elapsed = seconds  # a known latency, so the printed FLOPS can be checked
+    engine = types.SimpleNamespace(timers=timers, world_size=2, dp_world_size=2, mpu=None,
+                                   train_micro_batch_size_per_gpu=lambda: 4)
+    model = MLP()
+    prof = FlopsProfiler(model, ds_engine=engine, recompute_fwd_factor=0.5)
+    prof.start_profile()
+    with torch.no_grad():
+        model(torch.randn(4, 16))
+    from deepspeed.profiling.flops_profiler.report import summary
+
+    lines = "\n".join(summary(prof, profile_step=3))
+    assert "Profile Summary at step 3:" in lines
+    assert "world size: " in lines and "batch size per GPU: " in lines
+    # bwd FLOPS = (2 + 0.5) * 6272 / 0.02 s = 784 KFLOPS
+    assert "bwd FLOPS per GPU = 2.5 * fwd flops per GPU / bwd latency: " in lines
+    assert "784 KFLOPS" in lines and "bwd latency: " in lines and "20 ms" in lines
+    assert "step latency: " in lines and "10 ms" in lines and "samples/second: " in lines
+    prof.end_profile()
