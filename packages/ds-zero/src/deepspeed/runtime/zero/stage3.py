@@ -346,19 +346,14 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             return
         self._slice(p, self.fp32_partitioned_groups_flat).copy_(p.ds_tensor)
 
-    # -- fragments for deepspeed.utils.safe_get_full_* -------------------------------------------
-    def _full_from_slices(self, param, slice_of) -> torch.Tensor:
-        local = slice_of(param).detach().float()
-        out = torch.empty(local.numel() * self.partition_count, dtype=torch.float32, device=local.device)
-        _comm.all_gather_into(out, local.contiguous(), group=self.dp_process_group)
-        return out[: param.ds_numel].view(param.ds_shape)
 
-    def _slice(self, param, flats) -> torch.Tensor:
-        g, i = param._zero_index
-        off = self._offsets[g][i]
-        return flats[g].narrow(0, off, param.ds_tensor.numel())
-
-    def _state_flats(self, key):
+    # -- fragments for deepspeed.utils.safe_get_full_* / safe_get_local_* ----------------------
+    def _sources(self, kind: str, key: str | None = None) -> list[torch.Tensor]:
+        if kind == "fp32":
+            return self.fp32_partitioned_groups_flat
+        if kind == "grad":
+            self._epilogue()
+            return self._grad_partitions
         out = []
         for master in self.fp32_partitioned_groups_flat:
             state = self.optimizer.state.get(master, {})
@@ -367,6 +362,36 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                                  f"{type(self.optimizer).__name__} creates its state at its first step.")
             out.append(state[key])
         return out
+
+    def _slice(self, param, flats) -> torch.Tensor:
+        g, i = param._zero_index
+        return flats[g].narrow(0, self._offsets[g][i], param.ds_tensor.numel())
+
+    def _zero_get_local(self, param, kind: str, key: str | None = None) -> torch.Tensor:
+        """This rank's slice of ``param``'s ``kind`` (``ceil(numel / world)`` elements, zero padded)."""
+        return self._slice(param, self._sources(kind, key))
+
+    def _zero_get_full(self, param, kind: str, key: str | None = None) -> torch.Tensor:
+        local = self._zero_get_local(param, kind, key).detach().float().contiguous()
+        out = torch.empty(local.numel() * self.partition_count, dtype=torch.float32, device=local.device)
+        _comm.all_gather_into(out, local, group=self.dp_process_group)
+        out = out[: param.ds_numel].view(param.ds_shape)
+        return out / self.loss_scaler.loss_scale if kind == "grad" else out
+
+    def _zero_set_full(self, param, value: torch.Tensor, kind: str, key: str | None = None) -> None:
+        part = param.ds_tensor.numel()
+        flat = value.detach().reshape(-1).float()
+        lo, hi = min(param.ds_numel, self.dp_rank * part), min(param.ds_numel, (self.dp_rank + 1) * part)
+        piece = torch.zeros(part, dtype=torch.float32, device=flat.device)
+        piece[: hi - lo] = flat[lo:hi]
+        self._zero_set_local(param, piece * (self.loss_scaler.loss_scale if kind == "grad" else 1.0), kind, key)
+
+    def _zero_set_local(self, param, value: torch.Tensor, kind: str, key: str | None = None) -> None:
+        self._zero_get_local(param, kind, key).copy_(value.reshape(-1))
+        if kind == "fp32":
+            param.ds_tensor.copy_(value.reshape(-1))
+            if param.ds_status == ZeroParamStatus.AVAILABLE:
+                self._refresh_available()
 
     # -- checkpoints -----------------------------------------------------------------------------
     def zero_param_shapes(self) -> list[OrderedDict]:

@@ -310,28 +310,15 @@ class DeepSpeedZeroOptimizer(_Base):
         self._zero_grad_partitions()
         self._stage1_reduced = False
 
-    # -- parameter fragments (deepspeed.utils.safe_get_full_*) -----------------------------------
-    def _fragment(self, param: torch.Tensor, source: list[torch.Tensor]) -> torch.Tensor:
-        """The full value of ``param`` assembled from every rank's partition tensors ``source``."""
-        g, i = param._zero_index
-        layout = self._layouts[g]
-        full = torch.zeros(param.numel(), dtype=torch.float32)
-        hit = layout.owned_fragment(i, self.dp_rank)
-        if hit is not None:
-            pslice, oslice = hit
-            full[pslice.start:pslice.end] = source[g][oslice.start:oslice.end].detach().float().cpu()
-        _comm.all_reduce(full, group=self.dp_process_group)
-        return full.view(param.shape).to(param.device)
-
-    def _set_fragment(self, param: torch.Tensor, value: torch.Tensor, target: list[torch.Tensor]) -> None:
-        g, i = param._zero_index
-        hit = self._layouts[g].owned_fragment(i, self.dp_rank)
-        if hit is not None:
-            pslice, oslice = hit
-            flat_value = value.detach().reshape(-1)[pslice.start:pslice.end]
-            target[g][oslice.start:oslice.end].copy_(flat_value)
-
-    def _state_partitions(self, key: str) -> list[torch.Tensor]:
+    # -- parameter fragments (deepspeed.utils.safe_get_full_* / safe_get_local_*) ---------------
+    def _sources(self, kind: str, key: str | None = None) -> list[torch.Tensor]:
+        """Per-group partition tensors holding ``kind``: fp32 master, gradient or optimizer state."""
+        if kind == "fp32":
+            return self.single_partition_of_fp32_groups
+        if kind == "grad":
+            self._finish_reduction()
+            self._stage1_reduced = True
+            return self._grad_partitions
         out = []
         for master in self.single_partition_of_fp32_groups:
             state = self.optimizer.state.get(master, {})
@@ -340,6 +327,47 @@ class DeepSpeedZeroOptimizer(_Base):
                                  f"{type(self.optimizer).__name__} creates its state at its first step.")
             out.append(state[key])
         return out
+
+    def _zero_get_local(self, param, kind: str, key: str | None = None) -> torch.Tensor | None:
+        """This rank's 1-D fragment of ``param``'s ``kind`` (None when the rank owns none of it)."""
+        g, i = param._zero_index
+        hit = self._layouts[g].owned_fragment(i, self.dp_rank)
+        if hit is None:
+            return None
+        return self._sources(kind, key)[g][hit[1].start:hit[1].end]
+
+    def _zero_get_full(self, param, kind: str, key: str | None = None) -> torch.Tensor:
+        """The full ``kind`` value of ``param``, assembled from every rank (a collective)."""
+        g, i = param._zero_index
+        sources = self._sources(kind, key)  # Note: on every rank: it may reduce pending gradients
+        full = torch.zeros(param.numel(), dtype=torch.float32)
+        hit = self._layouts[g].owned_fragment(i, self.dp_rank)
+        if hit is not None:
+            pslice, oslice = hit
+            full[pslice.start:pslice.end] = sources[g][oslice.start:oslice.end].detach().float().cpu()
+        _comm.all_reduce(full, group=self.dp_process_group)
+        if kind == "grad":
+            full /= self.loss_scaler.loss_scale
+        return full.view(param.shape).to(param.device)
+
+    def _zero_set_full(self, param, value: torch.Tensor, kind: str, key: str | None = None) -> None:
+        g, i = param._zero_index
+        sources = self._sources(kind, key)
+        hit = self._layouts[g].owned_fragment(i, self.dp_rank)
+        if kind == "fp32":
+            with torch.no_grad():
+                param.data.copy_(value.reshape(param.shape))
+        if hit is not None:
+            pslice, oslice = hit
+            piece = value.detach().reshape(-1)[pslice.start:pslice.end]
+            if kind == "grad":
+                piece = piece * self.loss_scaler.loss_scale
+            sources[g][oslice.start:oslice.end].copy_(piece)
+
+    def _zero_set_local(self, param, value: torch.Tensor, kind: str, key: str | None = None) -> None:
+        local = self._zero_get_local(param, kind, key)
+        if local is not None:
+            local.copy_(value.reshape(-1))
 
     # -- checkpoints -----------------------------------------------------------------------------
     def zero_param_shapes(self) -> list[OrderedDict]:

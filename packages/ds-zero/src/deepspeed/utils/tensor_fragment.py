@@ -1,0 +1,90 @@
+"""Read and write one parameter's fp32 master value, gradient or optimizer state under ZeRO.
+
+``safe_get_full_*`` / ``safe_set_full_*`` are collectives: every data-parallel rank must call them
+with the same parameter. ``safe_get_local_*`` return this rank's fragment only (stages 1-2: the
+part of the parameter inside the rank's partition, possibly None; stage 3: its
+``ceil(numel / world)``-element slice). Gradients are valid between ``backward`` and ``step``
+and come back unscaled. For a parameter ZeRO does not manage, the getters return None.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "safe_get_full_fp32_param", "safe_set_full_fp32_param", "safe_get_full_grad", "safe_set_full_grad",
+    "safe_get_full_optimizer_state", "safe_set_full_optimizer_state", "safe_get_local_fp32_param",
+    "safe_set_local_fp32_param", "safe_get_local_grad", "safe_set_local_grad", "safe_get_local_optimizer_state",
+    "safe_set_local_optimizer_state",
+]
+
+
+def _optimizer(param: torch.Tensor):
+    ref = getattr(param, "_zero_optimizer", None)
+    return ref() if ref is not None else None
+
+
+def _need(param: torch.Tensor, fn: str):
+    opt = _optimizer(param)
+    if opt is None:
+        raise ValueError(f"{fn}: the parameter {tuple(param.shape)} is not managed by a ZeRO optimizer "
+                         "(trainable parameters of an engine with zero_optimization.stage >= 1 are)")
+    return opt
+
+
+def safe_get_full_fp32_param(param):
+    """The full fp32 master value of ``param`` (None if ZeRO does not manage it)."""
+    opt = _optimizer(param)
+    return None if opt is None else opt._zero_get_full(param, "fp32")
+
+
+def safe_set_full_fp32_param(param, value):
+    """Overwrite ``param``'s fp32 master value (and its low-precision copy) on every rank."""
+    _need(param, "safe_set_full_fp32_param")._zero_set_full(param, value, "fp32")
+
+
+def safe_get_full_grad(param):
+    """The full averaged gradient of ``param`` (between backward and step)."""
+    opt = _optimizer(param)
+    return None if opt is None else opt._zero_get_full(param, "grad")
+
+
+def safe_set_full_grad(param, value):
+    _need(param, "safe_set_full_grad")._zero_set_full(param, value, "grad")
+
+
+def safe_get_full_optimizer_state(param, optim_state_key):
+    """The full optimizer state ``optim_state_key`` (e.g. ``"exp_avg"``) of ``param``."""
+    opt = _optimizer(param)
+    return None if opt is None else opt._zero_get_full(param, "state", optim_state_key)
+
+
+def safe_set_full_optimizer_state(param, value, optim_state_key):
+    _need(param, "safe_set_full_optimizer_state")._zero_set_full(param, value, "state", optim_state_key)
+
+
+def safe_get_local_fp32_param(param):
+    opt = _optimizer(param)
+    return None if opt is None else opt._zero_get_local(param, "fp32")
+
+
+def safe_set_local_fp32_param(param, value):
+    _need(param, "safe_set_local_fp32_param")._zero_set_local(param, value, "fp32")
+
+
+def safe_get_local_grad(param):
+    opt = _optimizer(param)
+    return None if opt is None else opt._zero_get_local(param, "grad")
+
+
+def safe_set_local_grad(param, value):
+    _need(param, "safe_set_local_grad")._zero_set_local(param, value, "grad")
+
+
+def safe_get_local_optimizer_state(param, optim_state_key):
+    opt = _optimizer(param)
+    return None if opt is None else opt._zero_get_local(param, "state", optim_state_key)
+
+
+def safe_set_local_optimizer_state(param, value, optim_state_key):
+    _need(param, "safe_set_local_optimizer_state")._zero_set_local(param, value, "state", optim_state_key)
