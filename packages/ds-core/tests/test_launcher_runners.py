@@ -150,3 +150,43 @@ def test_environment_name_constant():
     from deepspeed.launcher import runner
 
     assert runner.DEEPSPEED_ENVIRONMENT_NAME == os.getenv("DS_ENV_FILE", ".deepspeed_env")
+
+
+def test_core_binding_split():
+    from deepspeed.launcher.core_binding import cores_for_rank, get_numactl_cmd, parse_core_list
+
+    assert parse_core_list("0-3,8,10-11") == [0, 1, 2, 3, 8, 10, 11]
+    assert cores_for_rank("0-7", 2, 1) == [4, 5, 6, 7]
+    with pytest.raises(ValueError, match="1 core\\(s\\) cannot be split between 2 local ranks"):
+        cores_for_rank("3", 2, 0)
+    with pytest.raises(ValueError, match="'x' is not a core number or range"):
+        parse_core_list("0,x")
+    import shutil
+
+    if shutil.which("numactl") is None and shutil.which("taskset") is None:
+        pytest.skip("neither numactl nor taskset is installed")
+    count, prefix = get_numactl_cmd("0-3,8-11", 2, 1)
+    assert count == 4 and prefix[-1] == "8-11" and prefix[0] in ("numactl", "taskset")
+
+
+def test_impi_bind_cores_to_rank():
+    import shutil
+
+    if shutil.which("numactl") is None and shutil.which("taskset") is None:
+        pytest.skip("neither numactl nor taskset is installed")
+    runner = mnr.IMPIRunner(_args("--bind_cores_to_rank", "--bind_core_list", "0-7"), "x", POOL)
+    cmd = " ".join(runner.get_cmd({}, ACTIVE))
+    assert "-genv OMP_NUM_THREADS 4" in cmd
+    assert "-env LOCAL_RANK 1 " in cmd and ("-C 4-7 " in cmd or "-c 4-7 " in cmd)
+
+
+def test_launcher_helper_maps_mpi_variables():
+    from deepspeed.launcher import launcher_helper
+
+    env = launcher_helper.rank_env({"PMI_RANK": "3", "MPI_LOCALRANKID": "1", "PMI_SIZE": "4"})
+    assert env == {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"}
+    args = launcher_helper.parse_args(["--launcher", "mpich", "--module", "pkg.train", "--lr", "1"])
+    assert launcher_helper.build_command(args, "1") == [sys.executable, "-u", "-m", "pkg.train", "--local_rank=1",
+                                                         "--lr", "1"]
+    with pytest.raises(RuntimeError, match="found no MPI rank variable"):
+        launcher_helper.rank_env({})
