@@ -34,3 +34,14 @@ def test_feature_attribute_comes_from_its_package_or_names_it(feature, dist):
 def test_unknown_attribute_is_a_plain_attribute_error():
     with pytest.raises(AttributeError, match="module 'deepspeed' has no attribute 'not_a_thing'"):
         deepspeed.not_a_thing
+
+
+@pytest.mark.parametrize("name", ["safe_get_full_fp32_param", "set_z3_leaf_modules"])
+def test_zero_helpers_at_deepspeed_utils(name):
+    import deepspeed.utils
+
+    if importlib.util.find_spec("deepspeed.utils.tensor_fragment") is not None:
+        assert callable(getattr(deepspeed.utils, name))
+    else:
+        with pytest.raises(AttributeError, match=rf"deepspeed.utils.{name} is provided by ds-zero, which is not installed\. Fix: pip install ds-zero"):
+            getattr(deepspeed.utils, name)
