@@ -51,10 +51,13 @@ def _engine_value(engine, name, default):
 
 
 def _timer_seconds(engine, name: str) -> float:
+    """The engine's ``name`` timer (``bwd``, ``step``), else its ``<name>_microstep`` timer."""
     timers = getattr(engine, "timers", None)
-    if timers is None or name not in getattr(timers, "get_timers", lambda: {})():
-        return 0.0
-    return timers(name).elapsed(reset=False) / 1000.0
+    existing = getattr(timers, "get_timers", lambda: {})() if timers is not None else {}
+    for candidate in (name, f"{name}_microstep"):
+        if candidate in existing:
+            return timers(candidate).elapsed(reset=False) / 1000.0
+    return 0.0
 
 
 def summary(prof, profile_step: int) -> list[str]:
