@@ -66,6 +66,8 @@ def _parity_body(tmp):
                               ("stage1_offload", 1, {"offload_optimizer": {"device": "cpu"}})]:
         engine, opt, _, _ = deepspeed.initialize(model=_model(), config=_config(stage, **zero))
         assert type(opt).__name__ == "DeepSpeedZeroOptimizer"
+        if "offload" in name:  # the step runs on the host with ds-ops-cpu's kernels
+            assert type(opt.optimizer).__name__ == "DeepSpeedCPUAdam" and opt.cpu_offload
         _train(engine, 0, STEPS)
         out[name] = _rel(_params(engine), want)
         if name == "stage2":
@@ -120,3 +122,24 @@ def test_zero_stages_match_stage0(tmp_path, world_size):
 
     want = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(tmp_path))
     assert all(torch.equal(merged[k], want[k]) for k in want)
+
+
+def test_offload_rules():
+    """Offload uses DeepSpeed's CPU optimizer; a client torch optimizer needs the explicit opt-out; nvme waits for ds-aio."""
+    import deepspeed
+
+    cfg = {"train_batch_size": 2, "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
+    model = _model()
+    with pytest.raises(ValueError, match="zero_force_ds_cpu_optimizer"):
+        deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config=cfg)
+    model = _model()
+    _, opt, _, _ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()),
+                                        config=dict(cfg, zero_force_ds_cpu_optimizer=False))
+    assert type(opt.optimizer).__name__ == "AdamW" and opt.cpu_offload
+    _, opt, _, _ = deepspeed.initialize(model=_model(), config=dict(cfg, optimizer={"type": "AdamW"}))
+    assert type(opt.optimizer).__name__ == "DeepSpeedCPUAdam"
+    assert opt.single_partition_of_fp32_groups[0].device.type == "cpu"
+    nvme = {"train_batch_size": 2, "optimizer": {"type": "AdamW"},
+            "zero_optimization": {"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/tmp"}}}
+    with pytest.raises(NotImplementedError, match="needs ds-aio"):
+        deepspeed.initialize(model=_model(), config=nvme)

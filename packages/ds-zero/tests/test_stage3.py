@@ -89,6 +89,8 @@ def _body(tmp):
         torch.manual_seed(0)
         engine, opt, _, _ = deepspeed.initialize(model=TiedLM(), config=_config(3, **zero))
         assert type(opt).__name__ == "DeepSpeedZeroOptimizer_Stage3"
+        if "offload" in name:
+            assert type(opt.optimizer).__name__ == "DeepSpeedCPUAdam" and opt.cpu_offload and opt.offload_param
         _train(engine, 0, STEPS)
         out[name] = _rel(_full(engine), want)
     # partitioned state: every non-persistent parameter released, slices of ceil(numel / world)

@@ -129,7 +129,7 @@ class GradientReducer:
         if work is not None:
             work.wait()
         if output.numel():
-            self.grad_partitions[group].narrow(0, offset, output.numel()).add_(output.to(torch.float32))
+            self.grad_partitions[group].narrow(0, offset, output.numel()).add_(output.to(self.grad_partitions[group].device, torch.float32))
 
     def _wait_all(self) -> None:
         while self._pending:

@@ -11,6 +11,25 @@ def zero_stage(config: Any) -> int:
     return int(getattr(config, "zero_optimization_stage", 0) or 0)
 
 
+_CPU_OPTIMIZERS = ("DeepSpeedCPUAdam", "DeepSpeedCPUAdagrad", "DeepSpeedCPULion")
+
+
+def _check_offload_optimizer(engine: Any, optimizer: torch.optim.Optimizer, zcfg: Any) -> None:
+    """DeepSpeed's rule: ZeRO-Offload steps on the CPU with a DeepSpeed CPU optimizer."""
+    from deepspeed.runtime.zero.stage_1_and_2 import _offload_device
+
+    if _offload_device(getattr(zcfg, "offload_optimizer", None)) == "none":
+        return
+    if type(optimizer).__name__ in _CPU_OPTIMIZERS:
+        return
+    if not getattr(engine._config, "zero_force_ds_cpu_optimizer", True):
+        return
+    raise ValueError(
+        f"zero_optimization.offload_optimizer.device=cpu with the client optimizer {type(optimizer).__name__}: "
+        "ZeRO-Offload steps the optimizer on the CPU; pass deepspeed.ops.adam.DeepSpeedCPUAdam (or set an "
+        "optimizer in ds_config), or set \"zero_force_ds_cpu_optimizer\": false to keep this one.")
+
+
 def build_zero_optimizer(engine: Any, optimizer: torch.optim.Optimizer):
     """The wrapper for ``engine``'s stage, or None at stage 0."""
     cfg = engine._config
@@ -18,6 +37,7 @@ def build_zero_optimizer(engine: Any, optimizer: torch.optim.Optimizer):
     if stage == 0:
         return None
     zcfg = cfg.zero_config
+    _check_offload_optimizer(engine, optimizer, zcfg)
     fp16 = bool(cfg.fp16_enabled)
     param_names = {p: n for n, p in engine.module.named_parameters()}
     if stage == 3:

@@ -82,7 +82,8 @@ class _GradBuckets:
         offset = 0
         for p in params:
             n = p.ds_tensor.numel()
-            self.grad_slices[p.ds_id].add_(out.narrow(0, offset, n).to(torch.float32))
+            dst = self.grad_slices[p.ds_id]
+            dst.add_(out.narrow(0, offset, n).to(dst.device, torch.float32))
             offset += n
         self.on_reduced(params)
 
@@ -191,6 +192,9 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             if not p.requires_grad:
                 partition_param(p, dp_process_group, param_persistence_threshold, remote, src_rank=None)
                 p.ds_persist = p.ds_numel <= param_persistence_threshold
+        # Note: collectives run on the compute device (NCCL needs device tensors), even when the
+        # slices and optimizer state are offloaded to the host.
+        self._comm_device = self.fp16_groups[0][0].device
         self.loss_scaler = CreateLossScaler(model_dtype, static_loss_scale, dynamic_loss_scale, dynamic_loss_args)
         self.dynamic_loss_scale = bool(getattr(self.loss_scaler, "dynamic", False))
         self.fetcher = ParameterFetcher(module, prefetch_bucket_size)
@@ -289,7 +293,8 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         self._epilogue()
         scale = self.loss_scaler.loss_scale
         if self.dynamic_loss_scale:
-            flag = torch.tensor([0.0 if all(torch.isfinite(g).all() for g in self._grad_partitions) else 1.0])
+            bad = not all(bool(torch.isfinite(g).all()) for g in self._grad_partitions)
+            flag = torch.tensor([1.0 if bad else 0.0], device=self._comm_device)
             _comm.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.dp_process_group)
             self.overflow = bool(flag.item())
         else:
@@ -300,9 +305,9 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                 g.zero_()
             self._global_grad_norm = float("inf")
             return None
-        sq = torch.zeros(1, dtype=torch.float64)
+        sq = torch.zeros(1, dtype=torch.float64, device=self._comm_device)
         for g in self._grad_partitions:
-            sq += g.double().pow(2).sum().cpu()
+            sq += g.double().pow(2).sum().to(self._comm_device)
         _comm.all_reduce(sq, group=self.dp_process_group)
         norm = math.sqrt(sq.item()) / scale
         self._global_grad_norm = norm
@@ -372,8 +377,8 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         return self._slice(param, self._sources(kind, key))
 
     def _zero_get_full(self, param, kind: str, key: str | None = None) -> torch.Tensor:
-        local = self._zero_get_local(param, kind, key).detach().float().contiguous()
-        out = torch.empty(local.numel() * self.partition_count, dtype=torch.float32, device=local.device)
+        local = self._zero_get_local(param, kind, key).detach().to(self._comm_device, torch.float32).contiguous()
+        out = torch.empty(local.numel() * self.partition_count, dtype=torch.float32, device=self._comm_device)
         _comm.all_gather_into(out, local, group=self.dp_process_group)
         out = out[: param.ds_numel].view(param.ds_shape)
         return out / self.loss_scaler.loss_scale if kind == "grad" else out

@@ -158,6 +158,9 @@ class DeepSpeedZeroOptimizer(_Base):
             for i, p in enumerate(params):
                 p._zero_optimizer = weakref.ref(self)
                 p._zero_index = (len(self._layouts) - 1, i)
+        # Note: collectives run on the compute device (NCCL needs device tensors), even when the
+        # fp32 partitions live on the host (offload_optimizer).
+        self._comm_device = self.bit16_groups_flat[0].device
         self.loss_scaler = CreateLossScaler(model_dtype, static_loss_scale, dynamic_loss_scale, dynamic_loss_args)
         self.dynamic_loss_scale = bool(getattr(self.loss_scaler, "dynamic", False))
         # Note: optimizer state created before wrapping refers to the old params; start it afresh.
@@ -223,7 +226,7 @@ class DeepSpeedZeroOptimizer(_Base):
 
     # -- step ------------------------------------------------------------------------------------
     def _has_overflow(self) -> bool:
-        flag = torch.zeros(1)
+        flag = torch.zeros(1, device=self._comm_device)
         for g in self._grad_partitions:
             if not torch.isfinite(g).all():
                 flag.fill_(1.0)
@@ -232,9 +235,9 @@ class DeepSpeedZeroOptimizer(_Base):
         return bool(flag.item())
 
     def _grad_norm(self) -> float:
-        sq = torch.zeros(1, dtype=torch.float64)
+        sq = torch.zeros(1, dtype=torch.float64, device=self._comm_device)
         for g in self._grad_partitions:
-            sq += g.double().pow(2).sum().cpu()
+            sq += g.double().pow(2).sum().to(self._comm_device)
         _comm.all_reduce(sq, group=self.dp_process_group)
         return math.sqrt(sq.item())
 
@@ -340,11 +343,11 @@ class DeepSpeedZeroOptimizer(_Base):
         """The full ``kind`` value of ``param``, assembled from every rank (a collective)."""
         g, i = param._zero_index
         sources = self._sources(kind, key)  # Note: on every rank: it may reduce pending gradients
-        full = torch.zeros(param.numel(), dtype=torch.float32)
+        full = torch.zeros(param.numel(), dtype=torch.float32, device=self._comm_device)
         hit = self._layouts[g].owned_fragment(i, self.dp_rank)
         if hit is not None:
             pslice, oslice = hit
-            full[pslice.start:pslice.end] = sources[g][oslice.start:oslice.end].detach().float().cpu()
+            full[pslice.start:pslice.end] = sources[g][oslice.start:oslice.end].detach().to(full.device, torch.float32)
         _comm.all_reduce(full, group=self.dp_process_group)
         if kind == "grad":
             full /= self.loss_scaler.loss_scale
