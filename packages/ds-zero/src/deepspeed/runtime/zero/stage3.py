@@ -19,6 +19,9 @@ import torch
 from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
 from deepspeed.runtime.zero import _comm
 from deepspeed.runtime.zero._fetch import ParameterFetcher
+from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import path
+    estimate_zero3_model_states_mem_needs, estimate_zero3_model_states_mem_needs_all_cold,
+    estimate_zero3_model_states_mem_needs_all_live)
 from deepspeed.runtime.zero._gather import ZeroParamStatus, gather, is_zero_param, partition_param, release
 from deepspeed.runtime.zero.stage_1_and_2 import _Base, _cfg_get, _offload_device, _zero_version
 

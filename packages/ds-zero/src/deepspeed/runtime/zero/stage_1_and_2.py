@@ -20,6 +20,9 @@ import torch
 from deepspeed.runtime.zero import _comm
 from deepspeed.runtime.zero._buckets import GradientReducer
 from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
+from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import path
+    estimate_zero2_model_states_mem_needs, estimate_zero2_model_states_mem_needs_all_cold,
+    estimate_zero2_model_states_mem_needs_all_live)
 from deepspeed.runtime.zero._partition import FlatLayout
 
 try:  # Note: the engine's optimizer base class, when ds-core provides it (isinstance checks in Lightning).
