@@ -92,3 +92,10 @@ def demo(session: nox.Session) -> None:
     """Run the README's demo in a venv with every package installed."""
     _install(session, PACKAGES)
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_engine(session: nox.Session) -> None:
+    """Engine (stage 0) vs torch DDP samples/s on 2 gloo ranks, tiny GPT; writes bench/results/engine.json."""
+    _install(session, ["ds-core"])
+    session.run("python", "bench/engine.py", *session.posargs)

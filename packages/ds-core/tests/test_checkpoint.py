@@ -244,3 +244,13 @@ def test_feature_hooks_and_custom_checkpoint_engine(tmp_path):
     _, client = engine.load_checkpoint(str(tmp_path), tag="t")
     assert client == {}
     assert torch.equal(feature.loaded[0]["counter"], torch.tensor([1])) and feature.loaded[1] == {"extra": 1}
+
+
+def test_save_16bit_model_writes_the_module_weights(tmp_path):
+    engine, *_ = deepspeed.initialize(model=model(), config={"train_micro_batch_size_per_gpu": 4, "bf16": {"enabled": True},
+                                                             "optimizer": {"type": "SGD", "params": {"lr": 0.1}}})
+    assert engine.zero_gather_16bit_weights_on_model_save() is False
+    engine.save_16bit_model(str(tmp_path))
+    sd = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
+    assert sd.keys() == engine.module.state_dict().keys()
+    assert all(v.dtype == torch.bfloat16 and torch.equal(v, engine.module.state_dict()[k]) for k, v in sd.items())

@@ -72,7 +72,8 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
         self.lp_grads.zero_()
 
     def step(self, closure=None) -> bool:
-        """One update from the (already reduced) low-precision gradients; False when skipped."""
+        """One update from the (already reduced) low-precision gradients, which are zeroed
+        afterwards; returns False when the step was skipped (fp16 overflow)."""
         g = self.fp32_grads
         g.copy_(self.lp_grads)
         scale = self.loss_scaler.loss_scale
@@ -86,12 +87,14 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
             self.overflow = not bool(torch.isfinite(norm))
             if self.overflow:
                 self.loss_scaler.update_scale(True)
+                self.lp_grads.zero_()
                 return False
         if self.clip_grad > 0:
             g.mul_(_clip_coef(norm, self.clip_grad))
         self.optimizer.step()
         with torch.no_grad():
             self.lp_flat.copy_(self.fp32_flat)
+        self.lp_grads.zero_()
         self.loss_scaler.update_scale(False)
         return True
 
