@@ -227,8 +227,8 @@ class _Feature(DeepSpeedFeature):
     def save_checkpoint_files(self, engine, save_dir, tag):
         self.ckpt.save({"extra": 1}, os.path.join(save_dir, tag, "probe_states.pt"))
 
-    def load_checkpoint_state(self, engine, state, load_dir, tag):
-        self.loaded = (state, self.ckpt.load(os.path.join(load_dir, tag, "probe_states.pt")))
+    def load_checkpoint_state(self, engine, state, load_dir, tag, load_optimizer_states=True, load_module_only=False):
+        self.loaded = (state, self.ckpt.load(os.path.join(load_dir, tag, "probe_states.pt")), load_optimizer_states)
 
 
 def test_feature_hooks_and_custom_checkpoint_engine(tmp_path):
@@ -241,9 +241,10 @@ def test_feature_hooks_and_custom_checkpoint_engine(tmp_path):
     engine.step()
     engine.save_checkpoint(str(tmp_path), tag="t")
     assert feature.ckpt.saved == ["mp_rank_00_model_states.pt", "probe_states.pt"] and feature.ckpt.committed == ["t"]
-    _, client = engine.load_checkpoint(str(tmp_path), tag="t")
+    _, client = engine.load_checkpoint(str(tmp_path), tag="t", load_optimizer_states=False)
     assert client == {}
     assert torch.equal(feature.loaded[0]["counter"], torch.tensor([1])) and feature.loaded[1] == {"extra": 1}
+    assert feature.loaded[2] is False
 
 
 def test_save_16bit_model_writes_the_module_weights(tmp_path):

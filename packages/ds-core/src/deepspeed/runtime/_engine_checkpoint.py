@@ -91,7 +91,9 @@ def save(engine, save_dir: str, tag: Any, client_state: dict, save_latest: bool,
             "module": module_sd,
             "buffer_names": [n for n, _ in engine.module.named_buffers()],
             "optimizer": opt.state_dict() if opt is not None and not engine._feature_optimizer and not separate else None,
-            "param_shapes": [{n: list(p.shape) for n, p in engine.module.named_parameters() if p.requires_grad}],
+            # Note: ZeRO knows the per-group flat order zero_to_fp32 needs (and ZeRO-3's true shapes).
+            "param_shapes": opt.zero_param_shapes() if hasattr(opt, "zero_param_shapes") else
+            [{n: list(p.shape) for n, p in engine.module.named_parameters() if p.requires_grad}],
             "frozen_param_shapes": {n: list(p.shape) for n, p in engine.module.named_parameters() if not p.requires_grad}
             if exclude_frozen else None,
             "lr_scheduler": engine.lr_scheduler.state_dict() if engine.lr_scheduler is not None
@@ -163,6 +165,7 @@ def load(engine, load_dir: str, tag: Any, strict: bool, load_optimizer_states: b
         engine.skipped_steps = sd["skipped_steps"]
         engine.loaded_checkpoint_dp_world_size = sd.get("dp_world_size")
     for feature in engine._features:
-        feature.load_checkpoint_state(engine, sd.get(f"ds_feature_{feature.name}"), load_dir, str(tag))
+        feature.load_checkpoint_state(engine, sd.get(f"ds_feature_{feature.name}"), load_dir, str(tag),
+                                      load_optimizer_states=load_optimizer_states, load_module_only=load_module_only)
     client_state = {k: v for k, v in sd.items() if k not in DS_KEYS and not k.startswith("ds_feature_")}
     return path, client_state

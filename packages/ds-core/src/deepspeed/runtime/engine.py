@@ -378,7 +378,10 @@ class DeepSpeedEngine(torch.nn.Module):
         gas = self.gradient_accumulation_steps()
         scaled = loss / gas if scale_wrt_gas and gas > 1 else loss
         if self._feature_optimizer:
-            self.optimizer.backward(scaled, retain_graph=retain_graph)
+            opt = self.optimizer
+            if hasattr(opt, "is_gradient_accumulation_boundary"):
+                opt.is_gradient_accumulation_boundary = self.is_gradient_accumulation_boundary()
+            opt.backward(scaled, retain_graph=retain_graph)
             return loss
         scale = self._loss_scale()
         if scale != 1.0:
@@ -528,12 +531,28 @@ class DeepSpeedEngine(torch.nn.Module):
 
     def _consolidated_16bit_state_dict(self, exclude_frozen_parameters=False):
         """The full module state dict (without ZeRO-3 every rank holds all of it)."""
+        if hasattr(self.optimizer, "_zero3_consolidated_16bit_state_dict"):
+            return self._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=exclude_frozen_parameters)
         return self.module_state_dict(exclude_frozen_parameters=exclude_frozen_parameters)
+
+    def _zero3_consolidated_16bit_state_dict(self, exclude_frozen_parameters=False):
+        """ZeRO-3: the full state dict gathered on rank 0 (None on the other ranks); a collective."""
+        gather = getattr(self.optimizer, "_zero3_consolidated_16bit_state_dict", None)
+        if gather is None:
+            raise ValueError("_zero3_consolidated_16bit_state_dict needs zero_optimization.stage=3 "
+                             f"(stage is {self.zero_optimization_stage()}); use module_state_dict() instead")
+        return gather(exclude_frozen_parameters=exclude_frozen_parameters)
 
     def save_16bit_model(self, save_dir, save_filename="pytorch_model.bin", exclude_frozen_parameters=False) -> bool:
         """Save the module's weights (in their training dtype) to ``<save_dir>/<save_filename>`` on rank 0."""
         import os
 
+        if hasattr(self.optimizer, "_zero3_consolidated_16bit_state_dict") and \
+                not self.zero_gather_16bit_weights_on_model_save():
+            logger.warning("Did not save the model because zero_optimization.stage3_gather_16bit_weights_on_model_save "
+                           "is false: under ZeRO-3 every rank holds only a slice of each weight. Set it to true, or "
+                           "save_checkpoint() and consolidate with zero_to_fp32.")
+            return False
         sd = self._consolidated_16bit_state_dict(exclude_frozen_parameters=exclude_frozen_parameters)
         if self.global_rank == 0:
             os.makedirs(save_dir, exist_ok=True)

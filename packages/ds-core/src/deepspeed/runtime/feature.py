@@ -60,5 +60,7 @@ class DeepSpeedFeature:
     def save_checkpoint_files(self, engine: Any, save_dir: str, tag: str) -> None:
         """Write this feature's own files into ``<save_dir>/<tag>`` (called on every rank)."""
 
-    def load_checkpoint_state(self, engine: Any, state: dict | None, load_dir: str, tag: str) -> None:
-        """Restore what :meth:`checkpoint_state` / :meth:`save_checkpoint_files` saved."""
+    def load_checkpoint_state(self, engine: Any, state: dict | None, load_dir: str, tag: str,
+                              load_optimizer_states: bool = True, load_module_only: bool = False) -> None:
+        """Restore what :meth:`checkpoint_state` / :meth:`save_checkpoint_files` saved (``state`` is
+        None when the checkpoint has none); the flags are ``load_checkpoint``'s."""
