@@ -288,3 +288,21 @@ def test_torch_autocast_runs_linear_in_bf16():
     assert out.dtype == torch.bfloat16 and next(engine.module.parameters()).dtype == torch.float32
     engine.backward(F.mse_loss(out.float(), y))
     engine.step()
+
+
+def test_monitor_events_and_flops_profiler_from_config(tmp_path):
+    engine, *_ = deepspeed.initialize(model=model(), config={
+        "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+        "flops_profiler": {"enabled": True, "profile_step": 1, "detailed": False,
+                           "output_file": str(tmp_path / "flops.txt")},
+        "csv_monitor": {"enabled": True, "output_path": str(tmp_path), "job_name": "run"}})
+    losses = []
+    for step in range(3):
+        loss = engine(*batch(step, 0))
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.item())
+    assert "Profile Summary at step 1" in (tmp_path / "flops.txt").read_text()
+    rows = (tmp_path / "run" / "Train_Samples_train_loss.csv").read_text().split()[1:]
+    assert [r.split(",")[0] for r in rows] == ["4", "8", "12"]
+    assert [float(r.split(",")[1]) for r in rows] == pytest.approx(losses)

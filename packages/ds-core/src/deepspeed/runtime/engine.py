@@ -257,6 +257,15 @@ class DeepSpeedEngine(torch.nn.Module):
         self.tput_timer = ThroughputTimer(getattr(cfg, "timers_config", None) and cfg.timers_config.throughput,
                                           batch_size=self.train_batch_size(), steps_per_output=spp,
                                           monitor_memory=False)
+        fp = cfg.flops_profiler_config
+        self.flops_profiler = None
+        self._flops_step = None
+        if fp is not None and fp.enabled:
+            from deepspeed.profiling.flops_profiler import FlopsProfiler
+
+            self.flops_profiler = FlopsProfiler(self.module, ds_engine=self, recompute_fwd_factor=fp.recompute_fwd_factor)
+            self._flops_step = fp.profile_step
+        self._monitor_loss = None
         try:
             from deepspeed.monitor.monitor import MonitorMaster
 
@@ -328,9 +337,15 @@ class DeepSpeedEngine(torch.nn.Module):
 
     # -- training loop --------------------------------------------------------------------
 
+    def flops_profiler_enabled(self) -> bool:
+        return self.flops_profiler is not None
+
     def forward(self, *inputs, **kwargs):
         if self.module.training and not self.tput_timer.started:
             self.tput_timer.start()
+        if self._flops_step is not None and self.global_steps == self._flops_step and self.global_rank == 0 \
+                and not self.flops_profiler.started:
+            self.flops_profiler.start_profile(ignore_list=None)
         if self._wall_clock:
             self.timers("fwd_microstep").start()
             try:
@@ -377,6 +392,8 @@ class DeepSpeedEngine(torch.nn.Module):
         gradient reduction overlapped when this micro-step ends an accumulation window."""
         gas = self.gradient_accumulation_steps()
         scaled = loss / gas if scale_wrt_gas and gas > 1 else loss
+        if self.monitor is not None:
+            self._monitor_loss = loss.detach()
         if self._feature_optimizer:
             opt = self.optimizer
             if hasattr(opt, "is_gradient_accumulation_boundary"):
@@ -446,6 +463,7 @@ class DeepSpeedEngine(torch.nn.Module):
         """At a gradient-accumulation boundary: clip, step the optimizer and the LR schedule, zero
         the gradients. ``micro_steps`` advances on every call."""
         boundary = self.is_gradient_accumulation_boundary()
+        profiling = self._flops_step is not None and self.global_steps == self._flops_step and self.global_rank == 0
         if self._wall_clock:
             self.timers("step_microstep").start()
         if boundary:
@@ -454,12 +472,24 @@ class DeepSpeedEngine(torch.nn.Module):
             self.timers("step_microstep").stop()
         self.tput_timer.stop(global_step=boundary)
         if boundary:
+            if profiling and self.flops_profiler.started:
+                fp = self._config.flops_profiler_config
+                self.flops_profiler.stop_profile()
+                self.flops_profiler.print_model_profile(profile_step=self._flops_step, module_depth=fp.module_depth,
+                                                        top_modules=fp.top_modules, detailed=fp.detailed,
+                                                        output_file=fp.output_file)
+                self.flops_profiler.end_profile()
             self._report_progress()
         self.micro_steps += 1
 
     def _report_progress(self) -> None:
         if self.monitor is not None and self.global_rank == 0:
-            self.monitor.write_events([("Train/Samples/lr", self.get_lr()[0], self.global_samples)])
+            events = [("Train/Samples/lr", self.get_lr()[0], self.global_samples)]
+            if self._monitor_loss is not None:
+                events.append(("Train/Samples/train_loss", float(self._monitor_loss), self.global_samples))
+            if self.fp16_enabled() and isinstance(self.optimizer, MixedPrecisionOptimizer):
+                events.append(("Train/Samples/loss_scale", self.optimizer.cur_scale, self.global_samples))
+            self.monitor.write_events(events)
         spp = self._steps_per_print
         if spp == float("inf") or self.global_steps % int(spp):
             return
