@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import deepspeed
+from deepspeed.runtime.feature import DeepSpeedFeature
 from deepspeed.runtime.lr_schedules import WarmupLR
 from deepspeed.testing.distributed import run_distributed
 
@@ -123,3 +124,31 @@ def test_bad_inputs_raise():
         deepspeed.initialize(model=model(), config={**CFG, "optimizer": {"type": "NoSuchOpt", "params": {}}})
     with pytest.raises(ValueError, match="'max_grad_norm' is not supported"):
         deepspeed.initialize(model=model(), config={**CFG, "optimizer": {"type": "Adam", "params": {"max_grad_norm": 1}}})
+
+
+class _Pipe(torch.nn.Linear):
+    """Stands for a model type a feature trains with its own engine (a pipeline module)."""
+
+
+class _PipeEngine(deepspeed.DeepSpeedEngine):
+    pass
+
+
+class _Feature(DeepSpeedFeature):
+    name = "probe"
+
+    def transform_config(self, config):
+        return {**config, "steps_per_print": 7}
+
+    def engine_class(self, model, config):
+        return _PipeEngine if isinstance(model, _Pipe) else None
+
+
+def test_feature_config_transform_and_engine_class(monkeypatch):
+    import deepspeed._initialize as init_mod
+
+    monkeypatch.setattr(init_mod, "_installed_features", lambda: [_Feature()])
+    engine, *_ = deepspeed.initialize(model=_Pipe(2, 2), config={"train_micro_batch_size_per_gpu": 1})
+    assert type(engine) is _PipeEngine and engine.steps_per_print() == 7 and engine.config["steps_per_print"] == 7
+    engine, *_ = deepspeed.initialize(model=model(), config={"train_micro_batch_size_per_gpu": 1})
+    assert type(engine) is deepspeed.DeepSpeedEngine
