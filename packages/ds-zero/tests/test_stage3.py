@@ -131,7 +131,9 @@ def _body(tmp):
     engine.eval()
     with torch.no_grad():
         logits = engine(ids)
-    sd16 = engine.optimizer._zero3_consolidated_16bit_state_dict()
+    sd16 = engine._zero3_consolidated_16bit_state_dict()
+    saved16 = engine.save_16bit_model(os.path.join(tmp, "hf16"))
+    out["no_flag_save"] = saved16
     dist.barrier()
     if rank == 0:
         sd = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(tmp)
@@ -140,6 +142,7 @@ def _body(tmp):
         with torch.no_grad():
             out["consolidated_logits"] = ((plain(ids) - logits).abs().max() / logits.abs().max()).item()
         out["sd16_matches"] = all(torch.equal(sd16[k].float(), sd[k]) for k in sd)
+        out["sd16_none_elsewhere"] = True
         out["missing"] = str(missing)
         out["files"] = sorted(os.listdir(os.path.join(tmp, "global_step10")))
     engine.train()
@@ -168,6 +171,35 @@ def test_stage3(tmp_path, world_size):
         assert out["init_same_everywhere"] and out["modifier_rank_kept"]
     r0 = results[0]
     assert r0["consolidated_logits"] < RTOL and r0["sd16_matches"], r0
+    # stage3_gather_16bit_weights_on_model_save is off: DeepSpeed refuses to write empty weights
+    assert all(out["no_flag_save"] is False for out in results)
+    assert not (tmp_path / "hf16").exists()
     assert r0["files"] == sorted(["mp_rank_00_model_states.pt"]
                                  + [f"zero_pp_rank_{r}_mp_rank_00_{k}_states.pt"
                                     for r in range(world_size) for k in ("model", "optim")])
+
+
+def _save16_body(tmp):
+    import deepspeed
+    import deepspeed.comm as dist
+
+    cfg = _config(3, **Z3, stage3_gather_16bit_weights_on_model_save=True)
+    torch.manual_seed(0)
+    engine, _, _, _ = deepspeed.initialize(model=TiedLM(), config=cfg)
+    _train(engine, 0, 2)
+    sd = engine._zero3_consolidated_16bit_state_dict()
+    assert engine.save_16bit_model(tmp)
+    dist.barrier()
+    # Note: numpy, since tensors sent between processes use shared memory that dies with the rank.
+    return None if sd is None else {k: v.numpy().copy() for k, v in sd.items()}
+
+
+def test_save_16bit_model_gathers_full_weights(tmp_path):
+    results = run_distributed(_save16_body, world_size=2, args=(str(tmp_path),), timeout=200)
+    assert results[1] is None  # gathered on rank 0 only
+    saved = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
+    assert set(saved) == set(results[0]) and all(torch.equal(saved[k], torch.from_numpy(results[0][k]))
+                                                 for k in saved)
+    plain = TiedLM()
+    plain.load_state_dict(saved)  # full shapes for every name, tied head included
+    assert saved["body.0.weight"].shape == (24, 12)

@@ -195,11 +195,18 @@ class DeepSpeedEngine(torch.nn.Module):
         cfg = self._config
         zero = self.config.get("zero_optimization") if isinstance(self.config.get("zero_optimization"), dict) else {}
         bucket = int(float(zero.get("reduce_bucket_size", _DEFAULT_REDUCE_BUCKET)))
+        # Note: like DeepSpeed's bf16 optimizer, bf16 gradients accumulate in fp32 (unless
+        # data_types.grad_accum_dtype says otherwise); fp16 ones in fp16.
+        accum = getattr(cfg, "grad_accum_dtype", None)
+        accum_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(accum) \
+            if isinstance(accum, str) else accum
+        if accum_dtype is None and self.bfloat16_enabled():
+            accum_dtype = torch.float32
         self.reducer = GradientReducer(
             params, group=self.data_parallel_group, world_size=self.dp_world_size if self._dist else 1,
             bucket_numel=bucket, predivide=float(cfg.gradient_predivide_factor or 1.0),
             prescale=bool(cfg.prescale_gradients), comm_dtype=cfg.communication_data_type,
-            average=cfg.gradient_allreduce_op != "sum",
+            average=cfg.gradient_allreduce_op != "sum", accum_dtype=accum_dtype,
         )
 
     def _configure_precision(self, basic):

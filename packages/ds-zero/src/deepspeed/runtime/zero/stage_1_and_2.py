@@ -382,7 +382,7 @@ class DeepSpeedZeroOptimizer(_Base):
         for group in self.bit16_groups:
             od = OrderedDict()
             for k, p in enumerate(group):
-                od[self.param_names.get(p, f"param_{len(shapes)}_{k}")] = p.shape
+                od[self.param_names.get(p, f"param_{len(shapes)}_{k}")] = list(p.shape)
             shapes.append(od)
         return shapes
 
