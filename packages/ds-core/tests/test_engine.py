@@ -306,3 +306,29 @@ def test_monitor_events_and_flops_profiler_from_config(tmp_path):
     rows = (tmp_path / "run" / "Train_Samples_train_loss.csv").read_text().split()[1:]
     assert [r.split(",")[0] for r in rows] == ["4", "8", "12"]
     assert [float(r.split(",")[1]) for r in rows] == pytest.approx(losses)
+
+
+def test_bf16_gradients_accumulate_in_fp32():
+    """GAS=2 in bf16: the master update is the fp32 sum of the two bf16 micro-batch gradients
+    (DeepSpeed's bf16 optimizer); accumulating in bf16 would round the sum."""
+    engine, opt, *_ = deepspeed.initialize(model=model(hidden=32), config={
+        "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2, "bf16": {"enabled": True},
+        "optimizer": {"type": "SGD", "params": {"lr": 1.0}}})
+    ref = model(hidden=32).bfloat16()
+    grads32 = [torch.zeros_like(p, dtype=torch.float32) for p in ref.parameters()]
+    grads16 = [torch.zeros_like(p) for p in ref.parameters()]
+    for k in range(2):
+        x, y = batch(k, 0)
+        engine.backward(engine(x.bfloat16(), y))
+        engine.step()
+        ref.zero_grad()
+        (ref(x.bfloat16(), y) / 2).backward()
+        for a32, a16, p in zip(grads32, grads16, ref.parameters()):
+            a32.add_(p.grad.float())
+            a16.add_(p.grad)
+    expected = torch.cat([(p.float() - g).reshape(-1) for p, g in zip(ref.parameters(), grads32)])
+    bf16_acc = torch.cat([(p.float() - g.float()).reshape(-1) for p, g in zip(ref.parameters(), grads16)])
+    by_name = dict(zip([id(p) for p in engine.reducer.order], opt.fp32_params))
+    got = torch.cat([by_name[id(p)].detach().reshape(-1) for p in engine.module.parameters()])
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(got, bf16_acc, rtol=1e-6, atol=1e-7)

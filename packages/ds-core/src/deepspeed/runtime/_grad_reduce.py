@@ -34,12 +34,16 @@ class GradientReducer:
     ``bucket_numel``: elements per bucket (``zero_optimization.reduce_bucket_size``);
     ``predivide``: ``gradient_predivide_factor``; ``prescale``: ``prescale_gradients`` (divide by
     the world size before the sum instead of after); ``comm_dtype``: ``communication_data_type``
-    (None: the gradients' dtype); ``average``: False for ``gradient_allreduce_op: "sum"``.
+    (None: the buffers' dtype); ``average``: False for ``gradient_allreduce_op: "sum"``;
+    ``accum_dtype``: accumulate in this dtype instead of the parameters' (bf16 training
+    accumulates in fp32): each backward's gradient is added into the flat buffer by the hook and
+    ``.grad`` is set back to None, so ``.grad`` is not a view in that mode.
     """
 
     def __init__(self, params: list[torch.nn.Parameter], group: Any = None, world_size: int = 1,
                  bucket_numel: int = 500_000_000, predivide: float = 1.0, prescale: bool = False,
-                 comm_dtype: torch.dtype | None = None, average: bool = True):
+                 comm_dtype: torch.dtype | None = None, average: bool = True,
+                 accum_dtype: torch.dtype | None = None):
         self.params = list(params)
         self.group = group
         self.world_size = world_size
@@ -54,9 +58,10 @@ class GradientReducer:
         self._next = 0
         self._hooks = []
 
+        self.accumulating = accum_dtype is not None and any(p.dtype != accum_dtype for p in self.params)
         by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
         for p in reversed(self.params):
-            by_dtype.setdefault(p.dtype, []).append(p)
+            by_dtype.setdefault(accum_dtype if self.accumulating else p.dtype, []).append(p)
         bucket_of: dict[int, int] = {}
         for dtype, ps in by_dtype.items():
             device = ps[0].device
@@ -68,7 +73,7 @@ class GradientReducer:
                 view = flat[off:off + n].view_as(p)
                 if p.grad is not None:
                     view.copy_(p.grad)
-                p.grad = view
+                p.grad = None if self.accumulating else view
                 self.views.append(view)
                 self.order.append(p)
                 bucket_of[id(p)] = len(self.buckets)
@@ -78,7 +83,7 @@ class GradientReducer:
                     self.buckets.append(_Bucket(flat[start:off], count, comm_dtype))
                     start, count = off, 0
         self._view_of = {id(p): v for p, v in zip(self.order, self.views)}
-        if group is not None and world_size > 1:
+        if (group is not None and world_size > 1) or self.accumulating:
             for p in self.order:
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._make_hook(bucket_of[id(p)], self._view_of[id(p)])))
 
@@ -86,6 +91,19 @@ class GradientReducer:
 
     def _make_hook(self, index: int, view: torch.Tensor):
         bucket = self.buckets[index]
+
+        if self.accumulating:
+            def accumulate(p: torch.Tensor) -> None:
+                view.add_(p.grad)
+                p.grad = None
+                if not self._reducing:
+                    return
+                bucket.pending -= 1
+                if bucket.pending == 0:
+                    bucket.ready = True
+                    self._launch_ready()
+
+            return accumulate
 
         def hook(p: torch.Tensor) -> None:
             g = p.grad
@@ -125,7 +143,7 @@ class GradientReducer:
 
     def prepare(self, reduce: bool) -> None:
         """Before a backward pass: arm the hooks when this backward ends an accumulation window."""
-        self._reducing = reduce and bool(self._hooks)
+        self._reducing = reduce and self.group is not None and self.world_size > 1
         if self._reducing:
             self._next = 0
             for b in self.buckets:
@@ -154,7 +172,7 @@ class GradientReducer:
 
     def reduce_now(self) -> None:
         """All-reduce every bucket now (for gradients produced outside ``engine.backward``)."""
-        if not self._hooks:
+        if self.group is None or self.world_size <= 1:
             return
         self.prepare(True)
         self.finish()
@@ -162,7 +180,13 @@ class GradientReducer:
     # -- helpers --------------------------------------------------------------------------
 
     def ensure_views(self) -> None:
-        """Re-attach the flat-buffer views to parameters whose ``.grad`` was replaced."""
+        """Fold gradients left in ``.grad`` into the flat buffers (re-attaching the views)."""
+        if self.accumulating:
+            for p, v in zip(self.order, self.views):
+                if p.grad is not None:
+                    v.add_(p.grad)
+                    p.grad = None
+            return
         for p, v in zip(self.order, self.views):
             g = p.grad
             if g is not v:
@@ -175,6 +199,10 @@ class GradientReducer:
     def zero(self) -> None:
         for flat in self.flats:
             flat.zero_()
+        if self.accumulating:
+            for p in self.order:
+                p.grad = None
+            return
         for p, v in zip(self.order, self.views):
             if p.grad is not v:
                 p.grad = v

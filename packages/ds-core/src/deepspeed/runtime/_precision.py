@@ -24,7 +24,8 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
     """Wraps a torch optimizer so it steps fp32 master copies of low-precision model weights.
 
     ``params`` are the model's trainable parameters in the reducer's flat order, ``lp_grads`` the
-    reducer's flat low-precision gradient buffer. ``overflow`` is True after a skipped step.
+    reducer's flat gradient buffer (low precision, or fp32 when gradients accumulate in fp32: then
+    it is used in place as the master gradients). ``overflow`` is True after a skipped step.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], lp_grads: torch.Tensor,
@@ -41,7 +42,9 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
         with torch.no_grad():
             self.lp_flat = torch.cat([p.detach().reshape(-1) for p in params]).to(dtype)
             self.fp32_flat = self.lp_flat.float()
-        self.fp32_grads = torch.zeros_like(self.fp32_flat)
+        # Note: fp32-accumulated gradients already are the master gradients: no copy per step.
+        self._alias_grads = lp_grads.dtype == torch.float32
+        self.fp32_grads = lp_grads if self._alias_grads else torch.zeros_like(self.fp32_flat)
         self.fp32_params: list[torch.nn.Parameter] = []
         master_of: dict[int, torch.nn.Parameter] = {}
         off = 0
@@ -75,7 +78,8 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
         """One update from the (already reduced) low-precision gradients, which are zeroed
         afterwards; returns False when the step was skipped (fp16 overflow)."""
         g = self.fp32_grads
-        g.copy_(self.lp_grads)
+        if not self._alias_grads:
+            g.copy_(self.lp_grads)
         scale = self.loss_scaler.loss_scale
         if scale != 1.0:
             g.mul_(1.0 / scale)
