@@ -1,4 +1,4 @@
-"""Shared by the CPU optimizer tests of core: a fixture that makes every native build impossible
+"""Shared by the CPU optimizer tests of core: a fixture body that makes every native build impossible
 (so the pure-PyTorch reference path runs, whether or not ds-ops-cpu is installed), and the
 comparison used against torch's optimizers.
 
@@ -8,7 +8,6 @@ Tolerance: max |ours - reference| <= 1e-6 * max |reference| per tensor after the
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from deepspeed.ops._cpu_optimizer import _reset_native
@@ -23,8 +22,7 @@ def close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
     assert err <= TOL * scale, f"{what}: max |diff| {err:.3e} > {TOL} * max|ref| {scale:.3e}"
 
 
-@pytest.fixture
-def no_native(monkeypatch, tmp_path):
+def force_reference_path(monkeypatch, tmp_path):
     """Native ops cannot load: no prebuilt, an empty cache, and a compiler that does not exist."""
     monkeypatch.setenv("DS_OPS_SKIP_PREBUILT", "1")
     monkeypatch.setenv("DS_OPS_CACHE_DIR", str(tmp_path / "cache"))

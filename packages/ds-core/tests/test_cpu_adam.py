@@ -17,7 +17,12 @@ from deepspeed.ops._cpu_optimizer import NativeOpFallbackWarning
 from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
 
 sys.path.insert(0, os.path.dirname(__file__))  # the shared cases module
-from _cpu_optim_cases import close, no_native, run_pair  # noqa: E402, F401 (fixture)
+from _cpu_optim_cases import close, force_reference_path, run_pair  # noqa: E402
+
+
+@pytest.fixture
+def no_native(monkeypatch, tmp_path):
+    yield from force_reference_path(monkeypatch, tmp_path)
 
 KW = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05)
 
