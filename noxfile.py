@@ -99,3 +99,12 @@ def bench_engine(session: nox.Session) -> None:
     """Engine (stage 0) vs torch DDP samples/s on 2 gloo ranks, tiny GPT; writes bench/results/engine.json."""
     _install(session, ["ds-core"])
     session.run("python", "bench/engine.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_cpu_optim(session: nox.Session) -> None:
+    """CPU Adam/Adagrad/Lion at 50M and 200M params: ours (prebuilt wheel) vs torch fused/foreach
+    vs deepspeed==0.19.8 (its own venv, ops JIT); writes bench/results/cpu_optim.json."""
+    _install(session, _requires("ds-ops-cpu"))
+    ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
+    session.run("python", "bench/cpu_optim.py", "--reference-python", ref, *session.posargs)
