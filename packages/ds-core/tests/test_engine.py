@@ -332,3 +332,40 @@ def test_bf16_gradients_accumulate_in_fp32():
     got = torch.cat([by_name[id(p)].detach().reshape(-1) for p in engine.module.parameters()])
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
     assert not torch.allclose(got, bf16_acc, rtol=1e-6, atol=1e-7)
+
+
+class _Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(4, 4)
+        self.b = torch.nn.Linear(4, 4)
+        self.c = torch.nn.Linear(4, 1)
+
+    def forward(self, x, use_b):
+        h = torch.tanh(self.a(x))
+        if use_b:
+            h = torch.tanh(self.b(h))
+        return self.c(h).pow(2).mean()
+
+
+def _unused_params_body():
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    engine, *_ = deepspeed.initialize(model=_Branchy(), config={
+        "train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+        "zero_optimization": {"reduce_bucket_size": 16}})
+    out = []
+    for step in range(3):
+        x = torch.randn(2, 4, generator=torch.Generator().manual_seed(step * 10 + rank))
+        # rank 1 skips layer b on even steps: its buckets become ready in another order
+        engine.backward(engine(x, use_b=not (rank == 1 and step % 2 == 0)))
+        out.append([p.grad.tolist() for p in engine.module.parameters()])
+        engine.step()
+    return out
+
+
+def test_parameters_unused_on_one_rank_are_reduced_in_order():
+    g0, g1 = run_distributed(_unused_params_body)
+    assert g0 == g1  # every rank holds the same (mean) gradients, no mismatched buckets or hang

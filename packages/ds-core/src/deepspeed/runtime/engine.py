@@ -9,6 +9,8 @@ hooks of :class:`deepspeed.runtime.feature.DeepSpeedFeature`; this module never 
 from __future__ import annotations
 
 import contextlib
+import sys
+import types
 from typing import Any
 
 import torch
@@ -261,7 +263,13 @@ class DeepSpeedEngine(torch.nn.Module):
         self._steps_per_print = cfg.steps_per_print
         spp = None if self._steps_per_print == float("inf") else int(self._steps_per_print)
         self.timers = SynchronizedWallClockTimer() if self._wall_clock else NoopTimer()
-        self.tput_timer = ThroughputTimer(getattr(cfg, "timers_config", None) and cfg.timers_config.throughput,
+        tput = cfg.timers_config.throughput
+        # Note: the throughput timer synchronizes the device at each reading; with nothing to
+        # print (steps_per_print inf and no terminal for the progress bar) it is switched off so
+        # the training step has no sync points.
+        quiet = spp is None and not (getattr(sys.stdout, "isatty", lambda: False)() and self.global_rank == 0)
+        self.tput_timer = ThroughputTimer(types.SimpleNamespace(enabled=tput.enabled and not quiet,
+                                                                synchronized=tput.synchronized),
                                           batch_size=self.train_batch_size(), steps_per_output=spp,
                                           monitor_memory=False)
         fp = cfg.flops_profiler_config
