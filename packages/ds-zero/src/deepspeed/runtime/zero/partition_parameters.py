@@ -87,6 +87,16 @@ def _load_config(config_dict_or_path) -> dict:
                      "file or a base64-encoded JSON string")
 
 
+def _ensure_distributed() -> None:
+    """Like DeepSpeed, initialise torch.distributed when a launcher set the environment."""
+    import torch.distributed as dist
+
+    if dist.is_available() and not dist.is_initialized() and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        import deepspeed.comm
+
+        deepspeed.comm.init_distributed()
+
+
 def _enabled(section) -> bool:
     return isinstance(section, dict) and bool(section.get("enabled", False))
 
@@ -127,6 +137,7 @@ class Init:
         if zero_param_parallel_group is not None:
             raise NotImplementedError("zero.Init(zero_param_parallel_group=...) (ZeRO++ hpZ) is not supported by "
                                       "ds-zero yet; leave it None.")
+        _ensure_distributed()
         cfg = _load_config(config_dict_or_path if config_dict_or_path is not None else config)
         zero = cfg.get("zero_optimization") if isinstance(cfg.get("zero_optimization"), dict) else {}
         if dtype is None:
