@@ -152,3 +152,14 @@ def test_feature_config_transform_and_engine_class(monkeypatch):
     assert type(engine) is _PipeEngine and engine.steps_per_print() == 7 and engine.config["steps_per_print"] == 7
     engine, *_ = deepspeed.initialize(model=model(), config={"train_micro_batch_size_per_gpu": 1})
     assert type(engine) is deepspeed.DeepSpeedEngine
+
+
+def test_runtime_utils_move_to_device():
+    from deepspeed.runtime.utils import move_to_device
+
+    item = {"a": [torch.ones(1, dtype=torch.float64), (torch.zeros(2), 3)], "b": "text"}
+    moved = move_to_device(item, torch.device("meta"))
+    assert moved["a"][0].device.type == "meta" and moved["a"][1][0].device.type == "meta"
+    assert moved["a"][1][1] == 3 and moved["b"] == "text"
+    kept = move_to_device(item, torch.device("meta"), criterion_func=lambda t: torch.is_tensor(t) and t.dim() == 2)
+    assert kept["a"][0].device.type == "cpu"
