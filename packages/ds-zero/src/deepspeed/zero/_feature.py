@@ -33,13 +33,12 @@ class ZeroFeature(DeepSpeedFeature):
 
         _checkpoint.save_files(engine, save_dir, tag)
 
-    def load_checkpoint_state(self, engine, state, load_dir, tag, load_optimizer_states=True, **kwargs):
+    def load_checkpoint_state(self, engine, state, load_dir, tag, load_optimizer_states=True, load_module_only=False,
+                              **kwargs):
         """Restore the ZeRO optimizer (fp32 master partitions and optimizer state) from the shards."""
         from deepspeed.runtime.zero import _checkpoint
 
-        if state is None or kwargs.get("load_module_only", False):
-            return
-        _checkpoint.load_files(engine, load_dir, tag, load_optimizer_states=load_optimizer_states)
+        _checkpoint.load_state(engine, state, load_dir, tag, load_optimizer_states, load_module_only)
 
 
 feature = ZeroFeature()

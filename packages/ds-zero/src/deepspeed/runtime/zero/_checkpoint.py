@@ -74,7 +74,32 @@ def _rank_of(path: str) -> int:
     return int(re.search(r"zero_pp_rank_(\d+)_", os.path.basename(path)).group(1))
 
 
-def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = True) -> None:
+def load_state(engine, state, load_dir: str, tag: str, load_optimizer_states: bool, load_module_only: bool) -> None:
+    """What ``load_checkpoint`` restores besides the module, by case:
+
+    - checkpoint without ZeRO shards (``state`` None) or ``load_module_only``, stages 1-2: the fp32
+      masters are refreshed from the module weights the engine just loaded;
+    - ``load_module_only`` at stage 3: the weights come from the shards, the optimizer starts afresh;
+    - otherwise every rank's shard is loaded (``load_optimizer_states`` decides about moments).
+    """
+    opt = engine.optimizer
+    if opt is None or not hasattr(opt, "zero_param_shapes"):
+        return
+    stage3 = hasattr(opt, "zero_model_states")
+    if state is None or load_module_only:
+        if not stage3:
+            opt.refresh_master_from_model()
+            return
+        if state is None:
+            raise ValueError(f"load_checkpoint: {os.path.join(load_dir, tag)} has no ZeRO-3 shards; a ZeRO-3 engine "
+                             "loads its weights from zero_pp_rank_* files (consolidate other checkpoints with "
+                             "zero_to_fp32 and load the state dict under GatheredParameters).")
+        load_optimizer_states = False
+    load_files(engine, load_dir, tag, load_optimizer_states=load_optimizer_states, force_fp32_weights=stage3)
+
+
+def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = True,
+               force_fp32_weights: bool = False) -> None:
     """Give the ZeRO optimizer every rank's shard (it re-slices them when the world size changed)."""
     opt = engine.optimizer
     if opt is None or not hasattr(opt, "zero_param_shapes"):
@@ -89,7 +114,7 @@ def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = Tr
     shards = [engine.checkpoint_engine.load(f, map_location="cpu")["optimizer_state_dict"] for f in files]
     zcfg = engine._config.zero_config
     opt.load_state_dict(shards, load_optimizer_states=load_optimizer_states,
-                        load_from_fp32_weights=bool(getattr(zcfg, "load_from_fp32_weights", True)),
+                        load_from_fp32_weights=force_fp32_weights or bool(getattr(zcfg, "load_from_fp32_weights", True)),
                         checkpoint_folder=ckpt_dir)
 
 

@@ -310,7 +310,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             return None
         sq = torch.zeros(1, dtype=torch.float64, device=self._comm_device)
         for g in self._grad_partitions:
-            sq += g.double().pow(2).sum().to(self._comm_device)
+            sq += torch.linalg.vector_norm(g).double().square().to(self._comm_device)
         _comm.all_reduce(sq, group=self.dp_process_group)
         norm = math.sqrt(sq.item()) / scale
         self._global_grad_norm = norm

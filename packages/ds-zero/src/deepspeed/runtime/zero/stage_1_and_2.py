@@ -240,7 +240,7 @@ class DeepSpeedZeroOptimizer(_Base):
     def _grad_norm(self) -> float:
         sq = torch.zeros(1, dtype=torch.float64, device=self._comm_device)
         for g in self._grad_partitions:
-            sq += g.double().pow(2).sum().to(self._comm_device)
+            sq += torch.linalg.vector_norm(g).double().square().to(self._comm_device)
         _comm.all_reduce(sq, group=self.dp_process_group)
         return math.sqrt(sq.item())
 
@@ -438,6 +438,13 @@ class DeepSpeedZeroOptimizer(_Base):
                 P = layout.partition_numel
                 master.data.copy_(self.bit16_groups_flat[g].narrow(0, self.dp_rank * P, P))
         self._gather_params()
+
+    def refresh_master_from_model(self) -> None:
+        """Copy the model's weights (this rank's slices) into the fp32 masters, after they were loaded."""
+        for g, master in enumerate(self.single_partition_of_fp32_groups):
+            if not self._master_is_view[g]:
+                P = self._layouts[g].partition_numel
+                master.data.copy_(self.bit16_groups_flat[g].narrow(0, self.dp_rank * P, P))
 
     def _reslice(self, partitions: list[torch.Tensor], g: int) -> torch.Tensor:
         """This rank's slice of the flat tensor made by concatenating another world size's partitions."""
