@@ -66,7 +66,7 @@ def _resumed_run(save_dir, precision):
     return losses, flat_params(engine.module).tolist(), engine.get_lr(), path
 
 
-@pytest.mark.parametrize("precision", [None, "bf16"])
+@pytest.mark.parametrize("precision", [None, "bf16", "fp16"])
 def test_resume_is_bit_identical_in_a_fresh_process(tmp_path, precision):
     """Train 10, save, train 10; fresh ranks load step 10 and train 10: identical bits."""
     first = run_distributed(_first_run, args=(str(tmp_path), precision))
