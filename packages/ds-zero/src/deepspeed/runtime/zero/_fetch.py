@@ -110,6 +110,13 @@ class ParameterFetcher:
         params = module_params(module)
         for p in params:
             p.ds_active_sub_modules.discard(id(module))
+        if torch._C._current_graph_task_id() != -1:
+            # Note: a forward inside backward is activation-checkpoint recomputation; what it saved
+            # for backward may be the parameters themselves, so they stay gathered until their
+            # gradient is reduced (or the backward ends).
+            for p in params:
+                self.backward_gathered[p.ds_id] = p
+            return
         release(params)
 
     # -- backward --------------------------------------------------------------------------------
@@ -138,4 +145,6 @@ class ParameterFetcher:
         """Release what backward gathered and no gradient hook released (frozen parameters)."""
         params = list(self.backward_gathered.values())
         self.backward_gathered.clear()
+        for p in params:
+            p.ds_active_sub_modules.clear()  # recomputation may have stopped before the post-hooks
         release(params)

@@ -337,6 +337,10 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
     def _refresh_available(self) -> None:
         """Parameters held gathered (persistent ones) get their updated values."""
         live = [p for group in self.fp16_groups for p in group if p.ds_status == ZeroParamStatus.AVAILABLE]
+        for p in live:
+            # Note: a forward cut short (activation-checkpoint recomputation stops once it has what
+            # backward needs) never runs its modules' post-hooks; nothing is active at the step.
+            p.ds_active_sub_modules.clear()
         release(live, force=True)
         gather([p for p in live if p.ds_persist])
 
