@@ -122,6 +122,14 @@ def test_zero_stages_match_stage0(tmp_path, world_size):
 
     want = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(tmp_path))
     assert all(torch.equal(merged[k], want[k]) for k in want)
+    # resume on another world size: this single process loads the world_size-rank shards
+    import deepspeed
+
+    engine, _, _, _ = deepspeed.initialize(model=_model(), config=_config(2))
+    engine.load_checkpoint(str(tmp_path))
+    assert all(torch.equal(p.detach(), want[n]) for n, p in engine.module.named_parameters())
+    assert engine.optimizer.optimizer.state[engine.optimizer.single_partition_of_fp32_groups[0]]["exp_avg"].numel() \
+        == sum(p.numel() for p in engine.module.parameters())
 
 
 def test_offload_rules():

@@ -127,6 +127,9 @@ def _body(tmp):
 
     # checkpoint: save at stage 3, consolidate, compare a plain torch model's outputs
     engine.save_checkpoint(tmp)
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    out["exp_avg"] = safe_get_full_optimizer_state(engine.module.body[0].weight, "exp_avg").numpy().copy()
     ids, _ = _batch(999, 0)
     engine.eval()
     with torch.no_grad():
@@ -177,6 +180,20 @@ def test_stage3(tmp_path, world_size):
     assert r0["files"] == sorted(["mp_rank_00_model_states.pt"]
                                  + [f"zero_pp_rank_{r}_mp_rank_00_{k}_states.pt"
                                     for r in range(world_size) for k in ("model", "optim")])
+    # resume on another world size: this single process loads the world_size-rank shards
+    import deepspeed
+    from deepspeed.utils import safe_get_full_optimizer_state, zero_to_fp32
+
+    with deepspeed.zero.Init(config_dict_or_path=_config(3, **Z3)):
+        model = TiedLM()
+    engine, _, _, _ = deepspeed.initialize(model=model, config=_config(3, **Z3))
+    engine.load_checkpoint(str(tmp_path))
+    want = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(tmp_path))
+    names = [n for n, _ in engine.module.named_parameters()]
+    assert _rel(_full(engine), [want[n] for n in names]) < 1e-7
+    assert float(safe_get_full_optimizer_state(model.body[0].weight, "exp_avg_sq").abs().sum()) > 0
+    assert torch.equal(safe_get_full_optimizer_state(model.body[0].weight, "exp_avg"),
+                       torch.from_numpy(results[0]["exp_avg"]))
 
 
 def _save16_body(tmp):

@@ -448,21 +448,59 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         if isinstance(state_dict_list, dict):
             state_dict_list = [state_dict_list] * self.partition_count
         saved = int(state_dict_list[0].get("partition_count", len(state_dict_list)))
-        if saved != self.partition_count or len(state_dict_list) != saved:
-            raise NotImplementedError(
-                f"ZeRO-3 checkpoint saved by {saved} ranks cannot be loaded on {self.partition_count}: resharding "
-                "stage-3 checkpoints is not supported by ds-zero yet; consolidate it with zero_to_fp32 and load "
-                "the fp32 weights instead.")
-        own = state_dict_list[self.dp_rank]
+        if len(state_dict_list) != saved:
+            raise ValueError(f"load_state_dict got {len(state_dict_list)} ZeRO-3 shards but they were saved by {saved} "
+                             "ranks; pass every zero_pp_rank_* shard of the checkpoint.")
+        if saved == self.partition_count:
+            own = state_dict_list[self.dp_rank]
+            flats = own["fp32_flat_groups"]
+            base = own["optimizer_state_dict"]
+        else:
+            own = state_dict_list[0]
+            flats = [self._reshard([sd["fp32_flat_groups"][g] for sd in state_dict_list], g, saved)
+                     for g in range(len(self.fp16_groups))]
+            base = self._reshard_base(state_dict_list, saved)
         self.loss_scaler.load_state_dict(own["loss_scaler"])
         self.overflow = own.get("overflow", False)
         if load_optimizer_states:
-            self.optimizer.load_state_dict(own["optimizer_state_dict"])
-        for master, lp, src in zip(self.fp32_partitioned_groups_flat, self._lp_flat, own["fp32_flat_groups"]):
+            self.optimizer.load_state_dict(base)
+        for master, lp, src in zip(self.fp32_partitioned_groups_flat, self._lp_flat, flats):
             master.data.copy_(src.to(master.device, master.dtype))
             if lp.data_ptr() != master.data_ptr():
                 lp.copy_(master)
         self._refresh_available()
+
+    def _reshard(self, old_flats: list[torch.Tensor], g: int, old_world: int) -> torch.Tensor:
+        """This rank's flat group ``g`` rebuilt from the flats of ``old_world`` ranks.
+
+        Each parameter had ``ceil(numel / old_world)`` elements per old rank; its full value is
+        re-split into this world size's slices.
+        """
+        pieces, off_old = [], 0
+        rank = self.dp_rank
+        for p in self.fp16_groups[g]:
+            n = p.ds_numel
+            old_part = -(-n // old_world)
+            full = torch.cat([f.reshape(-1).narrow(0, off_old, old_part).float().cpu() for f in old_flats])[:n]
+            part = p.ds_tensor.numel()
+            mine = torch.zeros(part)
+            lo, hi = min(n, rank * part), min(n, (rank + 1) * part)
+            mine[: hi - lo] = full[lo:hi]
+            pieces.append(mine)
+            off_old += old_part
+        return torch.cat(pieces)
+
+    def _reshard_base(self, state_dict_list: list[dict], old_world: int) -> dict:
+        # Note: elementwise optimizer state (exp_avg, ...) has the flat group's layout; scalars come from shard 0.
+        bases = [sd["optimizer_state_dict"] for sd in state_dict_list]
+        merged = {"param_groups": bases[0]["param_groups"], "state": {}}
+        for idx, st in bases[0]["state"].items():
+            old_numel = state_dict_list[0]["fp32_flat_groups"][idx].numel()
+            merged["state"][idx] = {
+                k: self._reshard([b["state"][idx][k] for b in bases], idx, old_world)
+                if torch.is_tensor(v) and v.dim() > 0 and v.numel() == old_numel else v
+                for k, v in st.items()}
+        return merged
 
     def _zero3_consolidated_16bit_state_dict(self, exclude_frozen_parameters: bool = False) -> OrderedDict | None:
         """The full model state dict on rank 0 (None elsewhere), gathered one module at a time."""
