@@ -253,3 +253,30 @@ def test_stage3_with_activation_checkpointing(reentrant):
             engine.backward(engine(x).pow(2).sum())
             engine.step()
     assert _rel(_full(z3), [p.detach() for p in ref.module.parameters()]) < RTOL
+
+
+def test_prefetch_is_bounded_by_prefetch_bucket_size():
+    """Once the first forward recorded the module order, each module's pre-hook also gathers the
+    next modules' parameters, but never more than stage3_prefetch_bucket_size elements ahead."""
+    import deepspeed
+    from deepspeed.zero import ZeroParamStatus
+
+    layers = [torch.nn.Linear(8, 8) for _ in range(10)]  # 72 elements each
+    model = torch.nn.Sequential(*layers)
+    cfg = {"train_batch_size": 2, "optimizer": {"type": "Adam", "params": {"lr": 1e-3}},
+           "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0,
+                                 "stage3_prefetch_bucket_size": 100}}
+    engine, _, _, _ = deepspeed.initialize(model=model, config=cfg)
+    live = []
+
+    def count(module, args):
+        live.append(sum(p.ds_numel for p in model.parameters() if p.ds_status == ZeroParamStatus.AVAILABLE))
+
+    for layer in layers:
+        layer.register_forward_pre_hook(count)
+    for _ in range(2):
+        engine.backward(engine(torch.randn(2, 8)).sum())
+        engine.step()
+    first, second = live[:10], live[10:]
+    assert first == [72] * 10  # first forward: only the running layer
+    assert max(second) > 72 and max(second) <= 72 + 100 + 72, second

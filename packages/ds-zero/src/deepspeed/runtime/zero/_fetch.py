@@ -43,6 +43,10 @@ class ParameterFetcher:
         self._trace: list = []  # modules in forward order (first forward)
         self._trace_done = False
         self._step_index = 0
+        self._cursor = 0
+        self._ahead = 0
+        self._prefetched: set[int] = set()
+        self._param_cache: dict[int, list] = {}
         self.backward_gathered: dict[int, torch.nn.Parameter] = {}
         self._install(root)
 
@@ -69,6 +73,9 @@ class ParameterFetcher:
     # -- forward ---------------------------------------------------------------------------------
     def _root_pre(self, module, args):
         self._step_index = 0
+        self._cursor = 0
+        self._ahead = 0
+        self._prefetched.clear()
         if torch.is_grad_enabled() and self._saved_ctx is None:
             self._saved_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
             self._saved_ctx.__enter__()
@@ -81,33 +88,53 @@ class ParameterFetcher:
             self._trace_done = True
         # Note: anything prefetched but not used in this forward is dropped here.
         for m in self._trace:
-            release(module_params(m))
+            release(self._params(m))
 
-    def _prefetch_list(self, module) -> list:
+    def _params(self, module) -> list:
+        # Note: cached per module; registering an external parameter after the first forward
+        # needs ParameterFetcher.refresh() (the engine builds the fetcher at initialize).
+        cached = self._param_cache.get(id(module))
+        if cached is None:
+            cached = self._param_cache[id(module)] = module_params(module)
+        return cached
+
+    def refresh(self) -> None:
+        """Forget cached parameter lists and the recorded module order."""
+        self._param_cache.clear()
+        self._trace, self._trace_done = [], False
+
+    def _prefetch_list(self) -> list:
+        """Parameters of the modules after the current one, while fewer than ``prefetch_bucket_size``
+        prefetched elements are waiting to be used."""
         if not self._trace_done or self.prefetch_bucket_size <= 0:
             return []
-        out, budget = [], self.prefetch_bucket_size
-        for m in self._trace[self._step_index:]:
-            for p in module_params(m):
-                if p.ds_status == ZeroParamStatus.NOT_AVAILABLE and budget > 0:
+        out = []
+        i = max(self._step_index, self._cursor)
+        while i < len(self._trace) and self._ahead < self.prefetch_bucket_size:
+            for p in self._params(self._trace[i]):
+                if p.ds_status == ZeroParamStatus.NOT_AVAILABLE and p.ds_id not in self._prefetched:
                     out.append(p)
-                    budget -= p.ds_numel
-            if budget <= 0:
-                break
+                    self._prefetched.add(p.ds_id)
+                    self._ahead += p.ds_numel
+            i += 1
+        self._cursor = i
         return out
 
     def _pre_forward(self, module, args):
-        params = module_params(module)
+        params = self._params(module)
         if not self._trace_done:
             self._trace.append(module)
         elif self._step_index < len(self._trace) and self._trace[self._step_index] is module:
             self._step_index += 1
         for p in params:
             p.ds_active_sub_modules.add(id(module))
-        gather(params + self._prefetch_list(module))
+            if p.ds_id in self._prefetched:
+                self._prefetched.discard(p.ds_id)
+                self._ahead -= p.ds_numel
+        gather(params + self._prefetch_list())
 
     def _post_forward(self, module, args, output):
-        params = module_params(module)
+        params = self._params(module)
         for p in params:
             p.ds_active_sub_modules.discard(id(module))
         if torch._C._current_graph_task_id() != -1:
