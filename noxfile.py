@@ -44,7 +44,11 @@ def _install(session: nox.Session, packages: list[str], editable: bool = False) 
     session.install(TORCH)
     paths: list[str] = []
     for name in packages:
-        paths += ["-e", f"packages/{name}"] if editable else [f"packages/{name}"]
+        meta = tomllib.loads((ROOT / "packages" / name / "pyproject.toml").read_text())
+        # A package's optional `test` extra (e.g. tensorboard for ds-core's monitor tests) is
+        # installed for its tests; it is never a runtime dependency.
+        target = f"packages/{name}[test]" if "test" in meta["project"].get("optional-dependencies", {}) else f"packages/{name}"
+        paths += ["-e", target] if editable else [target]
     session.install(*paths, "pytest>=8")
 
 
