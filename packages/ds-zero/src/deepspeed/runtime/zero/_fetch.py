@@ -47,6 +47,8 @@ class ParameterFetcher:
         self._ahead = 0
         self._prefetched: set[int] = set()
         self._param_cache: dict[int, list] = {}
+        self._first_use: dict[int, int] | None = None
+        self._bwd_cursor = 0
         self.backward_gathered: dict[int, torch.nn.Parameter] = {}
         self._install(root)
 
@@ -86,6 +88,7 @@ class ParameterFetcher:
             ctx.__exit__(None, None, None)
         if not self._trace_done:
             self._trace_done = True
+        self._bwd_cursor = len(self._trace)
         # Note: anything prefetched but not used in this forward is dropped here.
         for m in self._trace:
             release(self._params(m))
@@ -101,6 +104,7 @@ class ParameterFetcher:
     def refresh(self) -> None:
         """Forget cached parameter lists and the recorded module order."""
         self._param_cache.clear()
+        self._first_use = None
         self._trace, self._trace_done = [], False
 
     def _prefetch_list(self) -> list:
@@ -161,12 +165,38 @@ class ParameterFetcher:
             return packed
         _, p, view = packed
         if p.ds_status != ZeroParamStatus.AVAILABLE:
-            gather([p])
-            self.backward_gathered[p.ds_id] = p
+            batch = [p] + self._backward_prefetch(p)
+            gather(batch)
+            for q in batch:
+                self.backward_gathered[q.ds_id] = q
         if view is None:
             return p.data
         size, stride, delta = view
         return p.data.as_strided(size, stride, p.data.storage_offset() + delta)
+
+    def _backward_prefetch(self, p) -> list:
+        """Backward runs the modules roughly in reverse: with ``p`` also gather the parameters of the
+        modules before its own, up to ``prefetch_bucket_size`` elements, in the same all-gather."""
+        if not self._trace_done or self.prefetch_bucket_size <= 0:
+            return []
+        if self._first_use is None:
+            self._first_use = {}
+            for i, m in enumerate(self._trace):
+                for q in self._params(m):
+                    self._first_use.setdefault(q.ds_id, i)
+        idx = self._first_use.get(p.ds_id)
+        if idx is None:
+            return []
+        out, budget = [], self.prefetch_bucket_size
+        i = min(idx, self._bwd_cursor) - 1
+        while i >= 0 and budget > 0:
+            for q in self._params(self._trace[i]):
+                if q is not p and q.ds_status == ZeroParamStatus.NOT_AVAILABLE and q.requires_grad:
+                    out.append(q)
+                    budget -= q.ds_numel
+            i -= 1
+        self._bwd_cursor = min(self._bwd_cursor, i + 1)
+        return out
 
     def release_backward_gathered(self) -> None:
         """Release what backward gathered and no gradient hook released (frozen parameters)."""

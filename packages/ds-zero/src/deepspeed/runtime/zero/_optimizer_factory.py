@@ -7,6 +7,21 @@ from typing import Any
 import torch
 
 
+# Note: when ds_config does not set zero_optimization.reduce_bucket_size, gradients are reduced in
+# buckets of 1M elements rather than DeepSpeed's 5e8 default, which makes one bucket for most
+# models: launched only after the whole backward (no overlap) while holding every gradient (at
+# stage 3, the full unpartitioned gradients). On the tiny-GPT bench (2 gloo ranks) stage 2 went
+# from ~17 to ~20-22 samples/s; the engine uses the same 1M default without ZeRO.
+DEFAULT_REDUCE_BUCKET = 1_000_000
+
+
+def reduce_bucket_size(zcfg: Any) -> int:
+    """``reduce_bucket_size`` as configured, or :data:`DEFAULT_REDUCE_BUCKET` when not given."""
+    if "reduce_bucket_size" in getattr(zcfg, "model_fields_set", ()):
+        return int(zcfg.reduce_bucket_size)
+    return DEFAULT_REDUCE_BUCKET
+
+
 def zero_stage(config: Any) -> int:
     return int(getattr(config, "zero_optimization_stage", 0) or 0)
 
@@ -52,7 +67,7 @@ def build_zero_optimizer(engine: Any, optimizer: torch.optim.Optimizer):
         dynamic_loss_scale=fp16 and not cfg.loss_scale,
         dynamic_loss_args=cfg.dynamic_loss_scale_args if fp16 else None,
         contiguous_gradients=zcfg.contiguous_gradients,
-        reduce_bucket_size=zcfg.reduce_bucket_size,
+        reduce_bucket_size=reduce_bucket_size(zcfg),
         allgather_bucket_size=zcfg.allgather_bucket_size,
         dp_process_group=engine.data_parallel_group,
         reduce_scatter=zcfg.reduce_scatter,

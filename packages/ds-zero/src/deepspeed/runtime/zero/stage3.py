@@ -223,6 +223,8 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
 
     @classmethod
     def from_engine(cls, engine, optimizer, param_names):
+        from deepspeed.runtime.zero._optimizer_factory import reduce_bucket_size
+
         cfg = engine._config
         z = cfg.zero_config
         fp16 = bool(cfg.fp16_enabled)
@@ -230,7 +232,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                    static_loss_scale=float(cfg.loss_scale or 1.0) if fp16 else 1.0,
                    dynamic_loss_scale=fp16 and not cfg.loss_scale,
                    dynamic_loss_args=cfg.dynamic_loss_scale_args if fp16 else None,
-                   reduce_bucket_size=z.reduce_bucket_size, prefetch_bucket_size=z.prefetch_bucket_size,
+                   reduce_bucket_size=reduce_bucket_size(z), prefetch_bucket_size=z.prefetch_bucket_size,
                    max_reuse_distance=z.max_reuse_distance, max_live_parameters=z.max_live_parameters,
                    param_persistence_threshold=z.param_persistence_threshold,
                    model_persistence_threshold=z.model_persistence_threshold,
