@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -65,27 +66,32 @@ inline int resolve_isa(const std::string& requested) {
     return isa_index(requested);
 }
 
-// Splits [0, n) into num_threads contiguous chunks (multiples of 64 elements, so chunks never
-// share a cache line) and runs fn(begin, end) on each; the calling thread takes the first.
+// Runs fn(begin, end) over [0, n) on up to num_threads threads (the caller is one of them).
+// Note: the range is handed out in 64K-element pieces from a shared counter rather than split in
+// equal halves up front: on a busy machine a thread that loses its core would otherwise hold the
+// whole step back, while here the other threads take over its remaining pieces. Pieces are
+// multiples of 64 elements, so no two threads write the same cache line.
 template <typename Fn>
 void parallel_for(int64_t n, int num_threads, Fn fn) {
-    // Note: below ~64K elements a thread's start costs more than it saves.
-    constexpr int64_t kMinPerThread = 1 << 15;
+    constexpr int64_t kMinPerThread = 1 << 15;  // below this a thread's start costs more than it saves
+    constexpr int64_t kPiece = 1 << 16;
     int64_t threads = std::max<int64_t>(1, std::min<int64_t>(num_threads, n / kMinPerThread));
     if (threads <= 1) {
         fn(int64_t(0), n);
         return;
     }
-    int64_t chunk = (n + threads - 1) / threads;
-    chunk = (chunk + 63) / 64 * 64;
+    std::atomic<int64_t> next{0};
+    auto worker = [&]() {
+        for (;;) {
+            int64_t b = next.fetch_add(kPiece, std::memory_order_relaxed);
+            if (b >= n) return;
+            fn(b, std::min(n, b + kPiece));
+        }
+    };
     std::vector<std::thread> pool;
     pool.reserve(threads - 1);
-    for (int64_t t = 1; t < threads; ++t) {
-        int64_t b = t * chunk, e = std::min(n, b + chunk);
-        if (b >= e) break;
-        pool.emplace_back(fn, b, e);
-    }
-    fn(int64_t(0), std::min(n, chunk));
+    for (int64_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
     for (auto& th : pool) th.join();
 }
 
