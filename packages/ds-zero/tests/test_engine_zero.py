@@ -189,3 +189,35 @@ def test_load_module_only_and_without_optimizer_states(tmp_path, stage):
     moments = safe_get_full_optimizer_state(params[0], "exp_avg")
     fresh.load_checkpoint(str(tmp_path))
     assert not torch.equal(moments, safe_get_full_optimizer_state(params[0], "exp_avg"))
+
+
+@pytest.mark.parametrize("key,value,what", [
+    ("zero_quantized_weights", True, "qwZ"), ("zero_quantized_gradients", True, "qgZ"),
+    ("zero_hpz_partition_size", 2, "hpZ"), ("mics_shard_size", 2, "MiCS"),
+])
+def test_unimplemented_zero_features_are_refused(key, value, what):
+    import deepspeed
+
+    cfg = {"train_batch_size": 2, "optimizer": {"type": "Adam"}, "zero_optimization": {"stage": 3, key: value}}
+    with pytest.raises(NotImplementedError, match=f"zero_optimization.{key}={value!r}: .*{what}"):
+        deepspeed.initialize(model=_model(), config=cfg)
+
+
+def test_knobs_without_effect_are_named_in_a_warning():
+    import logging
+
+    import deepspeed
+    from deepspeed.utils import logger
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        cfg = {"train_batch_size": 2, "optimizer": {"type": "Adam"},
+               "zero_optimization": {"stage": 3, "stage3_max_live_parameters": 1e8, "sub_group_size": 1e9}}
+        deepspeed.initialize(model=_model(), config=cfg)
+    finally:
+        logger.removeHandler(handler)
+    text = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert any("max_live_parameters, sub_group_size accepted but without effect" in t for t in text), text

@@ -22,6 +22,44 @@ def reduce_bucket_size(zcfg: Any) -> int:
     return DEFAULT_REDUCE_BUCKET
 
 
+#: Keys whose feature ds-zero does not implement: refused rather than silently ignored.
+_UNSUPPORTED = (
+    ("zero_quantized_weights", lambda v: bool(v), "ZeRO++ quantized weights (qwZ)"),
+    ("zero_quantized_nontrainable_weights", lambda v: bool(v), "ZeRO++ quantized frozen weights"),
+    ("zero_quantized_gradients", lambda v: bool(v), "ZeRO++ quantized gradients (qgZ)"),
+    ("zero_hpz_partition_size", lambda v: int(v) > 1, "ZeRO++ hierarchical partitioning (hpZ)"),
+    ("mics_shard_size", lambda v: int(v) > 0, "MiCS"),
+    ("zenflow", lambda v: v is not None, "ZenFlow"),
+    ("zeropp_loco_param", lambda v: v is not None, "ZeRO++ LoCo"),
+)
+#: Keys accepted for compatibility that change nothing here (a warning names them when set).
+_NO_EFFECT = ("max_live_parameters", "max_reuse_distance", "module_granularity_threshold",
+              "use_all_reduce_for_fetch_params", "allgather_sequential", "round_robin_gradients",
+              "use_multi_rank_bucket_allreduce", "sub_group_size", "model_persistence_threshold",
+              "memory_efficient_linear", "partition_stream_chunk_size")
+
+
+def check_supported(zcfg: Any) -> None:
+    """Refuse zero_optimization features ds-zero lacks; warn about accepted knobs without effect."""
+    from deepspeed.utils.logging import logger
+
+    for key, active, what in _UNSUPPORTED:
+        value = getattr(zcfg, key, None)
+        if value is not None and active(value):
+            raise NotImplementedError(f"zero_optimization.{key}={value!r}: {what} is not implemented by ds-zero; "
+                                      f"remove the key (or set it to its default) to train without it.")
+    offload = getattr(zcfg, "offload_optimizer", None)
+    if offload is not None and getattr(offload, "super_offload", False):
+        raise NotImplementedError("zero_optimization.offload_optimizer.super_offload=true is not implemented by "
+                                  "ds-zero; remove it (plain CPU offload stays available).")
+    given = getattr(zcfg, "model_fields_set", set())
+    idle = sorted(k for k in _NO_EFFECT if k in given)
+    if idle:
+        logger.warning(f"zero_optimization: {', '.join(idle)} accepted but without effect in ds-zero "
+                       "(parameters are released after each module; buckets and partitions are sized as documented "
+                       "in the ds-zero README)")
+
+
 def zero_stage(config: Any) -> int:
     return int(getattr(config, "zero_optimization_stage", 0) or 0)
 
@@ -52,6 +90,7 @@ def build_zero_optimizer(engine: Any, optimizer: torch.optim.Optimizer):
     if stage == 0:
         return None
     zcfg = cfg.zero_config
+    check_supported(zcfg)
     _check_offload_optimizer(engine, optimizer, zcfg)
     fp16 = bool(cfg.fp16_enabled)
     param_names = {p: n for n, p in engine.module.named_parameters()}
