@@ -135,7 +135,9 @@ class ParameterFetcher:
             if p.ds_id in self._prefetched:
                 self._prefetched.discard(p.ds_id)
                 self._ahead -= p.ds_numel
-        gather(params + self._prefetch_list())
+        gather(params)
+        # Note: the next modules' parameters arrive while this module computes.
+        gather(self._prefetch_list(), async_op=True)
 
     def _post_forward(self, module, args, output):
         params = self._params(module)

@@ -91,9 +91,50 @@ def partition_param(p: torch.nn.Parameter, group=None, persist_threshold: int = 
         p.ds_status = ZeroParamStatus.NOT_AVAILABLE
 
 
-def gather(params, group_override=None) -> None:
-    """Make every listed ZeRO-3 parameter AVAILABLE, with one all-gather per process group and dtype."""
-    todo = [p for p in params if is_zero_param(p) and p.ds_status != ZeroParamStatus.AVAILABLE]
+class _InflightGather:
+    """One launched all-gather of a batch of parameters; ``finish()`` waits and fills ``.data``."""
+
+    def __init__(self, work, out, local, batch, world):
+        self.work, self.out, self.local, self.batch, self.world = work, out, local, batch, world
+        self.done = False
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        if self.work is not None:
+            self.work.wait()
+        rows = self.out.view(self.world, self.local.numel())
+        offset = 0
+        for p in self.batch:
+            part = p.ds_tensor.numel()
+            # Note: with several parameters the column slice is strided, so reshape copies it into a
+            # tensor of its own and releasing one parameter frees its memory.
+            full = rows[:, offset:offset + part].reshape(-1)[: p.ds_numel]
+            p.data = full.view(p.ds_shape)
+            p.ds_status = ZeroParamStatus.AVAILABLE
+            p._ds_inflight = None
+            offset += part
+        self.done = True
+        self.out = self.local = None
+
+
+def wait_inflight(params) -> None:
+    """Finish the gathers still in flight for any of ``params``."""
+    for p in params:
+        if is_zero_param(p) and p.ds_status == ZeroParamStatus.INFLIGHT:
+            p._ds_inflight.finish()
+
+
+def gather(params, async_op: bool = False) -> None:
+    """Make every listed ZeRO-3 parameter AVAILABLE, with one all-gather per process group and dtype.
+
+    ``async_op``: launch the all-gathers and return; the parameters are INFLIGHT until a later
+    ``gather``, ``wait_inflight`` or ``release`` of them finishes the collective.
+    """
+    params = list(params)
+    if not async_op:
+        wait_inflight(params)
+    todo = [p for p in params if is_zero_param(p) and p.ds_status == ZeroParamStatus.NOT_AVAILABLE]
     if not todo:
         return
     # Note: the same parameter may be listed twice (tied weights); gather it once.
@@ -111,17 +152,14 @@ def gather(params, group_override=None) -> None:
         device = batch[0].device if batch[0].device.type != "meta" else batch[0].ds_tensor.device
         local = torch.cat([p.ds_tensor.to(device) for p in batch]) if len(batch) > 1 else batch[0].ds_tensor.to(device)
         out = torch.empty(local.numel() * world, dtype=local.dtype, device=device)
-        _comm.all_gather_into(out, local, group=group)
-        rows = out.view(world, local.numel())
-        offset = 0
-        for p in batch:
-            part = p.ds_tensor.numel()
-            # Note: with several parameters the column slice is strided, so reshape copies it into a
-            # tensor of its own and releasing one parameter frees its memory.
-            full = rows[:, offset:offset + part].reshape(-1)[: p.ds_numel]
-            p.data = full.view(p.ds_shape)
-            p.ds_status = ZeroParamStatus.AVAILABLE
-            offset += part
+        work = _comm.all_gather_into(out, local, group=group, async_op=async_op)
+        handle = _InflightGather(work, out, local, batch, world)
+        if async_op and work is not None:
+            for p in batch:
+                p.ds_status = ZeroParamStatus.INFLIGHT
+                p._ds_inflight = handle
+        else:
+            handle.finish()
 
 
 def release(params, force: bool = False) -> None:
@@ -129,6 +167,8 @@ def release(params, force: bool = False) -> None:
     for p in params:
         if not is_zero_param(p) or p.ds_status == ZeroParamStatus.NOT_AVAILABLE:
             continue
+        if p.ds_status == ZeroParamStatus.INFLIGHT:
+            p._ds_inflight.finish()  # Note: its buffers must outlive the collective
         if p.ds_persist and not force:
             continue
         if p.ds_active_sub_modules:
