@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,11 @@ def main() -> None:
                     f"p = _plugins.accelerators()['{name}']; assert p.distribution == '{package}', p; "
                     "cls = p.load(); print(cls.__name__, 'available' if cls.is_available() else 'not available')"
                 )
+            if package == "ds-ops-cpu" and (shutil.which("g++") or shutil.which("c++")):
+                # With a compiler at build time the wheel ships the ops: first use compiles nothing.
+                code += ("; from deepspeed.accelerator import get_accelerator as g; "
+                         "built = {n: g().create_op_builder(n).is_built() for n in ('cpu_adam', 'cpu_adagrad', 'cpu_lion')}; "
+                         "assert all(built.values()), built; print('prebuilt ops:', sorted(built))")
             out = _run([str(py), "-c", code]).stdout.strip()
             listed = _run([str(py), "-m", "pip", "list", "--format=freeze"]).stdout
             ours = sorted(line.split("==")[0] for line in listed.splitlines() if line.startswith("ds-"))
