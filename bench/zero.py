@@ -76,6 +76,10 @@ def _rank(rank: int, world: int, port: int, name: str, steps: int, warmup: int, 
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"samples_per_s": steps * MICRO_BATCH * world / elapsed, "peak_rss_mib": rss_mib,
                    "deepspeed": deepspeed.__version__}, f)
+    # Note: without this, gloo's threads may still be alive at interpreter exit ("terminate called
+    # without an active exception", SIGABRT) in either implementation.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _worker(name: str, steps: int, warmup: int, out_dir: str) -> None:
@@ -95,9 +99,10 @@ def _run(python: str, name: str, steps: int, warmup: int, env: dict) -> dict:
         cmd = [python, os.path.abspath(__file__), "--worker", name, "--steps", str(steps), "--warmup", str(warmup),
                "--out-dir", tmp]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
+        files = [os.path.join(tmp, f"rank{r}.json") for r in range(2)]
+        if not all(os.path.exists(f) for f in files):  # a crash at exit after both ranks reported still counts
             return {"error": (proc.stderr or proc.stdout)[-2000:]}
-        ranks = [json.load(open(os.path.join(tmp, f"rank{r}.json"))) for r in range(2)]
+        ranks = [json.load(open(f)) for f in files]
     return {"samples_per_s": ranks[0]["samples_per_s"], "peak_rss_mib": max(r["peak_rss_mib"] for r in ranks),
             "version": ranks[0]["deepspeed"]}
 
