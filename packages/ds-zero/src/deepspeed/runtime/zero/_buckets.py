@@ -116,7 +116,7 @@ class GradientReducer:
                           else staging.new_empty(0))
         mine = bucket.interval.intersect(layout.partition_interval(self.rank))
         output = staging.new_empty(mine.numel)
-        work = _comm.reduce_scatter_v(output, pieces, group=self.group, async_op=self.overlap)
+        work = _comm.reduce_scatter_v(output, pieces, group=self.group, async_op=self.overlap, flat=staging)
         bucket.launched = True
         self._pending.append((work, output, staging, bucket.group, mine.start - self.rank * layout.partition_numel))
         if not self.overlap:

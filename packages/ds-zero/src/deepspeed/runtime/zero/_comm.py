@@ -29,14 +29,20 @@ def all_reduce(tensor: torch.Tensor, op=None, group=None, async_op: bool = False
     return dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM, group=group, async_op=async_op)
 
 
-def reduce_scatter_v(output: torch.Tensor, pieces: list[torch.Tensor], group=None, async_op: bool = False):
-    """Sum ``pieces[r]`` over ranks into ``output`` on rank ``r``; pieces may differ in size (or be empty)."""
+def reduce_scatter_v(output: torch.Tensor, pieces: list[torch.Tensor], group=None, async_op: bool = False,
+                     flat: torch.Tensor | None = None):
+    """Sum ``pieces[r]`` over ranks into ``output`` on rank ``r``; pieces may differ in size (or be empty).
+
+    ``flat``: a contiguous tensor the pieces tile in rank order (saves a copy when they are equal);
+    the caller keeps it (and the pieces) alive until an async collective completes.
+    """
     if world_size(group) == 1:
         output.copy_(pieces[0])
         return None
     sizes = {p.numel() for p in pieces}
     if len(sizes) == 1:
-        flat = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        if flat is None:
+            flat = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
         fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         return fn(output, flat, group=group, async_op=async_op)
     return dist.reduce_scatter(output, pieces, group=group, async_op=async_op)

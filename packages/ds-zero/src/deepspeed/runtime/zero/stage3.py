@@ -72,8 +72,9 @@ class _GradBuckets:
         if self.world > 1:
             staging.div_(self.world)
         out = staging.new_empty(staging.shape[1])
-        work = _comm.reduce_scatter_v(out, list(staging.reshape(-1).chunk(self.world)), group=self.group,
-                                      async_op=True) if self.world > 1 else out.copy_(staging.reshape(-1))
+        flat = staging.reshape(-1)
+        work = _comm.reduce_scatter_v(out, list(flat.chunk(self.world)), group=self.group, async_op=True,
+                                      flat=flat) if self.world > 1 else out.copy_(flat)
         self._pending.append((work if self.world > 1 else None, out, staging, [p for p, _ in bucket]))
         while len(self._pending) > self.max_in_flight:
             self._complete(self._pending.pop(0))
