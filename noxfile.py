@@ -112,3 +112,12 @@ def bench_cpu_optim(session: nox.Session) -> None:
     _install(session, _requires("ds-ops-cpu"))
     ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
     session.run("python", "bench/cpu_optim.py", "--reference-python", ref, *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_zero(session: nox.Session) -> None:
+    """Tiny GPT on 2 gloo ranks at ZeRO stages 0-3 and 2/3 + CPU offload: samples/s and peak RSS per
+    rank, ours vs deepspeed==0.19.8 (its own venv), alternating runs; writes bench/results/zero.json."""
+    _install(session, sorted(set(_requires("ds-zero")) | set(_requires("ds-ops-cpu"))))
+    ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
+    session.run("python", "bench/zero.py", "--reference-python", ref, *session.posargs)
