@@ -28,4 +28,19 @@ class DeepSpeedOptimizer:
 
 
 class ZeROOptimizer(DeepSpeedOptimizer):
-    """Base of the ZeRO optimizers (provided by ds-zero)."""
+    """Base of the ZeRO optimizers (provided by ds-zero): subclasses keep ``loss_scaler`` and the
+    last global gradient norm in ``_global_grad_norm``."""
+
+    loss_scaler = None
+    _global_grad_norm = None
+
+    @property
+    def loss_scale(self) -> float:
+        return self.loss_scaler.loss_scale
+
+    @property
+    def cur_scale(self) -> float:
+        return self.loss_scaler.cur_scale
+
+    def get_global_grad_norm(self):
+        return self._global_grad_norm

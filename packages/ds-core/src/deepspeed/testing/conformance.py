@@ -196,3 +196,31 @@ class PluginRegistration:
             last = proc.stderr.strip().splitlines()[-1]
             assert f"DS_ACCELERATOR={name}: the {name} accelerator ({self.distribution} " in last
             assert "installed but not available on this machine" in last
+
+
+class FeatureRegistration:
+    """Checks that a feature package installs into the ``deepspeed`` namespace and registers its
+    feature object under ``deepspeed.features``. Subclass it in the feature package's tests."""
+
+    feature: str = ""
+    distribution: str = ""
+
+    def test_namespace_import(self):
+        import importlib
+        import importlib.metadata
+
+        import deepspeed
+
+        module = importlib.import_module(f"deepspeed.{self.feature}")
+        # The subpackage comes from the feature's distribution, the namespace root from ds-core.
+        assert module.__version__ == importlib.metadata.version(self.distribution)
+        assert deepspeed.__file__ != module.__file__
+
+    def test_feature_registered(self):
+        from deepspeed.runtime.feature import DeepSpeedFeature
+
+        plugin = _plugins.features()[self.feature]
+        assert plugin.distribution == self.distribution
+        obj = plugin.load()
+        assert isinstance(obj, DeepSpeedFeature)
+        assert obj.name == self.feature

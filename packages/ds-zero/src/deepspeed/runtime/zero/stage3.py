@@ -243,29 +243,8 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                    communication_data_type=cfg.communication_data_type,
                    gradient_accumulation_steps=int(cfg.gradient_accumulation_steps or 1))
 
-    # -- torch.optim.Optimizer look-alike --------------------------------------------------------
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-    @param_groups.setter
-    def param_groups(self, value):
-        self.optimizer.param_groups = value
-
-    @property
-    def state(self):
-        return self.optimizer.state
-
-    @property
-    def loss_scale(self) -> float:
-        return self.loss_scaler.loss_scale
-
-    @property
-    def cur_scale(self) -> float:
-        return self.loss_scaler.cur_scale
-
-    def get_global_grad_norm(self) -> float:
-        return self._global_grad_norm
+    # Note: param_groups, state, defaults, loss_scale, cur_scale and get_global_grad_norm come from
+    # ds-core's ZeROOptimizer base (the torch.optim.Optimizer look-alike integrations rely on).
 
     # -- backward --------------------------------------------------------------------------------
     @staticmethod

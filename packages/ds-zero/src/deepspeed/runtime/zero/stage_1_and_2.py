@@ -25,13 +25,8 @@ from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import 
     estimate_zero2_model_states_mem_needs_all_live)
 from deepspeed.runtime.zero._partition import FlatLayout
 
-try:  # Note: the engine's optimizer base class, when ds-core provides it (isinstance checks in Lightning).
-    from deepspeed.runtime.base_optimizer import ZeROOptimizer as _Base  # type: ignore
-except ImportError:  # pragma: no cover - depends on the ds-core version installed
-    try:
-        from deepspeed.runtime.base_optimizer import DeepSpeedOptimizer as _Base  # type: ignore
-    except ImportError:
-        _Base = object
+# Note: the base class integrations check with isinstance (Lightning, Accelerate).
+from deepspeed.runtime.base_optimizer import ZeROOptimizer as _Base
 
 _DEFAULT_BUCKET = int(5e8)
 
@@ -178,29 +173,8 @@ class DeepSpeedZeroOptimizer(_Base):
         if self.partition_gradients:
             self._reducer.register_hooks()
 
-    # -- torch.optim.Optimizer look-alike --------------------------------------------------------
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-    @param_groups.setter
-    def param_groups(self, value):
-        self.optimizer.param_groups = value
-
-    @property
-    def state(self):
-        return self.optimizer.state
-
-    @property
-    def loss_scale(self) -> float:
-        return self.loss_scaler.loss_scale
-
-    @property
-    def cur_scale(self) -> float:
-        return self.loss_scaler.cur_scale
-
-    def get_global_grad_norm(self) -> float:
-        return self._global_grad_norm
+    # Note: param_groups, state, defaults, loss_scale, cur_scale and get_global_grad_norm come from
+    # ds-core's ZeROOptimizer base (the torch.optim.Optimizer look-alike integrations rely on).
 
     # -- backward --------------------------------------------------------------------------------
     def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
