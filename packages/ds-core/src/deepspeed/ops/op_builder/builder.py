@@ -211,7 +211,9 @@ class OpBuilder:
             objs.append(obj)
             flags = [*self.cxx_args(), *unit.flags, *includes]
             lines += [f"build {obj}: compile {q(unit.source)}", "  cflags = " + " ".join(q(f) for f in flags)]
-        out = self._module_path(build_dir).name
+        # Note: the linker writes a temporary name that jit_build renames into place, so a process
+        # that checks for the module without the lock never sees a half-written file.
+        out = self._module_path(build_dir).name + ".partial"
         ldflags = ["-shared", "-pthread", *self.extra_ldflags()]
         lines += [f"build {out}: link {' '.join(objs)}", "  ldflags = " + " ".join(q(f) for f in ldflags)]
         lines += [f"default {out}", ""]
@@ -259,6 +261,9 @@ class OpBuilder:
                 text=True,
             )
             elapsed = time.perf_counter() - start
+            partial = target.with_name(target.name + ".partial")
+            if proc.returncode == 0 and partial.exists():
+                os.replace(partial, target)
             if proc.returncode != 0 or not target.exists():
                 raise self._fail(
                     f"the compiler failed (ninja exit {proc.returncode}) in {build_dir}:\n"
