@@ -23,7 +23,8 @@ from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import 
     estimate_zero3_model_states_mem_needs, estimate_zero3_model_states_mem_needs_all_cold,
     estimate_zero3_model_states_mem_needs_all_live)
 from deepspeed.runtime.zero._gather import ZeroParamStatus, gather, is_zero_param, partition_param, release
-from deepspeed.runtime.zero.stage_1_and_2 import _Base, _cfg_get, _offload_device, _zero_version
+from deepspeed.runtime.zero.stage_1_and_2 import (_Base, _cfg_get, _offload_device, _unscale_clip_step,
+                                                   _zero_version)
 
 _DEFAULT_BUCKET = int(5e8)
 
@@ -296,16 +297,8 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         _comm.all_reduce(sq, group=self.dp_process_group)
         norm = math.sqrt(sq.item()) / scale
         self._global_grad_norm = norm
-        combined = scale
-        if self.clip_grad > 0:
-            coef = self.clip_grad / (norm + 1e-6)
-            if coef < 1.0:
-                combined = scale / coef
-        for master, g in zip(self.fp32_partitioned_groups_flat, self._grad_partitions):
-            if combined != 1.0:
-                g.div_(combined)
-            master.grad = g
-        self.optimizer.step()
+        _unscale_clip_step(self.optimizer, self.fp32_partitioned_groups_flat, self._grad_partitions,
+                           norm, scale, self.clip_grad)
         for master, lp, is_view, g in zip(self.fp32_partitioned_groups_flat, self._lp_flat, self._master_is_view,
                                           self._grad_partitions):
             master.grad = None

@@ -31,6 +31,21 @@ from deepspeed.runtime.base_optimizer import ZeROOptimizer as _Base
 _DEFAULT_BUCKET = int(5e8)
 
 
+def _unscale_clip_step(optimizer, masters, grads, norm: float, scale: float, clip_grad: float) -> None:
+    """Divide the gradient partitions by the loss scale and, when ``clip_grad`` is set, by the
+    global-norm clipping coefficient (one pass), hand them to the fp32 masters and step."""
+    combined = scale
+    if clip_grad > 0:
+        coef = clip_grad / (norm + 1e-6)
+        if coef < 1.0:
+            combined = scale / coef
+    for master, g in zip(masters, grads):
+        if combined != 1.0:
+            g.div_(combined)
+        master.grad = g
+    optimizer.step()
+
+
 def _cfg_get(cfg, key: str, default=None):
     """``cfg.key`` for a pydantic section, ``cfg[key]`` for a dict, ``default`` for None."""
     if cfg is None:
@@ -233,16 +248,8 @@ class DeepSpeedZeroOptimizer(_Base):
             return None
         norm = self._grad_norm() / scale
         self._global_grad_norm = norm
-        combined = scale
-        if self.clip_grad > 0:
-            coef = self.clip_grad / (norm + 1e-6)
-            if coef < 1.0:
-                combined = scale / coef
-        for master, g in zip(self.single_partition_of_fp32_groups, self._grad_partitions):
-            if combined != 1.0:
-                g.div_(combined)
-            master.grad = g
-        self.optimizer.step()
+        _unscale_clip_step(self.optimizer, self.single_partition_of_fp32_groups, self._grad_partitions,
+                           norm, scale, self.clip_grad)
         for master in self.single_partition_of_fp32_groups:
             master.grad = None
         self._zero_grad_partitions()
