@@ -14,6 +14,7 @@ import copy
 import pytest
 import torch
 
+from deepspeed.testing.reference import ReferenceLion
 from deepspeed.ops.adagrad import DeepSpeedCPUAdagrad
 from deepspeed.ops.adam import DeepSpeedCPUAdam
 from deepspeed.ops.lion import DeepSpeedCPULion
@@ -42,25 +43,6 @@ def _close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
     assert err <= TOL * scale, f"{what}: max |diff| {err:.3e} > {TOL} * max|ref| {scale:.3e}"
 
 
-class _Lion(torch.optim.Optimizer):
-    """Reference Lion written from the paper (Chen et al. 2023, Algorithm 2 with decoupled wd)."""
-
-    def __init__(self, params, lr, betas, weight_decay):
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                st = self.state[p]
-                if not st:
-                    st["exp_avg"] = torch.zeros_like(p)
-                m, g = st["exp_avg"], p.grad
-                c = m * b1 + g * (1 - b1)
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(torch.sign(c), alpha=-group["lr"])
-                m.mul_(b2).add_(g, alpha=1 - b2)
 
 
 def _run(make_ours, make_ref, states, lowp_dtype=None, seed=0):
@@ -117,7 +99,7 @@ def test_adagrad_matches_torch(isa, lowp):
 @pytest.mark.parametrize("lowp", LOWP, ids=["fp32", "bf16", "fp16"])
 def test_lion_matches_reference(isa, lowp):
     kw = dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
-    _run(lambda ps: DeepSpeedCPULion(ps, **kw), lambda ps: _Lion(ps, **kw), [("exp_avg", "exp_avg")], lowp)
+    _run(lambda ps: DeepSpeedCPULion(ps, **kw), lambda ps: ReferenceLion(ps, **kw), [("exp_avg", "exp_avg")], lowp)
 
 
 def test_isa_variants_are_bit_identical(monkeypatch):
