@@ -270,13 +270,20 @@ def test_engine_api_surface():
     engine.eval()
     assert not engine.module.training
     engine.train()
-    # zero_grad with set_to_none keeps the flat-buffer views; a torch zero_grad(set_to_none) is tolerated
+    # zero_grad: None by default (DeepSpeed's set_to_none=True), zeros with set_to_none=False; the
+    # next backward's gradients land in the flat buffers either way, as after a torch zero_grad
     engine.backward(engine(*batch(1, 0)))
     engine.zero_grad()
+    assert all(p.grad is None for p in engine.module.parameters())
+    engine.backward(engine(*batch(1, 0)))
+    assert all(p.grad is not None and p.grad.any() for p in engine.module.parameters())
+    engine.zero_grad(set_to_none=False)
     assert all(p.grad is not None and not p.grad.any() for p in engine.module.parameters())
     opt.zero_grad(set_to_none=True)
     engine.backward(engine(*batch(1, 0)))
     assert all(p.grad is not None and p.grad.any() for p in engine.module.parameters())
+    flat_storages = {f.untyped_storage().data_ptr() for f in engine.reducer.flats}
+    assert all(p.grad.untyped_storage().data_ptr() in flat_storages for p in engine.module.parameters())
     engine.destroy()
 
 

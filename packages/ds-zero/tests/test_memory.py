@@ -10,7 +10,9 @@ backward (gradients reduced, before the step), when model states peak:
 - stage 3: (4 weights + 4 gradients + 8 moments)Ψ/N = 16Ψ/N
 
 Every live CPU tensor storage in the process is counted (gc, plus the parameters' ``.grad``),
-minus what existed before the model was built. Bound: formula <= measured <= formula + 1 MiB (inputs, activations kept by the
+minus what existed before the model was built, and minus the shared-memory collectives'
+workspace (deepspeed.comm.shm: a fixed header + 2 (N + 1) slots of 1 MiB whatever the model size,
+a communication buffer like gloo's own, checked separately against that size). Bound: formula <= measured <= formula + 1 MiB (inputs, activations kept by the
 loss, padding to N, optimizer step counters; buckets are freed once reduced).
 """
 
@@ -23,6 +25,12 @@ SLACK = 2**20
 WIDTH, LAYERS = 1024, 4  # ≈ 4.2M parameters
 
 
+def _shm_workspaces() -> dict:
+    from deepspeed.comm import shm
+
+    return {sg._base.untyped_storage().data_ptr(): sg for sg in shm._cache.values() if sg is not None}
+
+
 def _live_bytes(module=None) -> int:
     """Bytes of every distinct CPU tensor storage reachable from Python objects, plus ``.grad``s.
 
@@ -32,13 +40,15 @@ def _live_bytes(module=None) -> int:
     import gc
 
     seen = {}
+    skip = _shm_workspaces()
     tensors = [obj for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor)]
     if module is not None:
         tensors += [p.grad for p in module.parameters() if p.grad is not None]
     for t in tensors:
         if t.device.type == "cpu":
             st = t.untyped_storage()
-            seen[st.data_ptr()] = st.nbytes()
+            if st.data_ptr() not in skip:
+                seen[st.data_ptr()] = st.nbytes()
     return sum(seen.values())
 
 
@@ -65,7 +75,10 @@ def _body(stage):
         gc.collect()
         peak = max(peak, _live_bytes(engine.module) - base)
         engine.step()
-    return psi, peak, dist.get_world_size()
+    n = dist.get_world_size()
+    for sg in _shm_workspaces().values():
+        assert sg._base.untyped_storage().nbytes() <= 4096 + 2 * (n + 1) * sg.slot_bytes and sg.slot_bytes == 2**20
+    return psi, peak, n
 
 
 def _formula(stage, psi, n):

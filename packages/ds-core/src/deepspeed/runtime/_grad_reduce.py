@@ -15,9 +15,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from deepspeed.comm import shm as _shm
+
 
 class _Bucket:
-    __slots__ = ("buffer", "comm", "size", "pending", "ready", "work")
+    __slots__ = ("buffer", "comm", "size", "pending", "ready", "work", "scaled")
 
     def __init__(self, buffer: torch.Tensor, size: int, comm_dtype: torch.dtype | None):
         self.buffer = buffer
@@ -26,6 +28,7 @@ class _Bucket:
         self.pending = size
         self.ready = False
         self.work = None
+        self.scaled = False
 
 
 class GradientReducer:
@@ -83,6 +86,11 @@ class GradientReducer:
                     self.buckets.append(_Bucket(flat[start:off], count, comm_dtype))
                     start, count = off, 0
         self._view_of = {id(p): v for p, v in zip(self.order, self.views)}
+        # Note: ranks sharing a host reduce through shared memory (synchronously, in the hook that
+        # completes a bucket); elsewhere each bucket's gloo/NCCL all-reduce runs asynchronously.
+        self._shm = None
+        if group is not None and world_size > 1 and all(f.device.type == "cpu" for f in self.flats):
+            self._shm = _shm.for_group(group)
         if (group is not None and world_size > 1) or self.accumulating:
             for p in self.order:
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._make_hook(bucket_of[id(p)], self._view_of[id(p)])))
@@ -139,6 +147,12 @@ class GradientReducer:
                 t.mul_(1.0 / self.world_size)
             elif self.predivide != 1.0:
                 t.mul_(1.0 / self.predivide)
+        if self._shm is not None:
+            factor = self._post_factor()
+            b.scaled = b.comm is None and factor != 1.0
+            self._shm.all_reduce_(t, scale=factor if b.scaled else 1.0)
+            b.work = _shm.DONE
+            return
         b.work = dist.all_reduce(t, group=self.group, async_op=True)
 
     def prepare(self, reduce: bool) -> None:
@@ -150,9 +164,13 @@ class GradientReducer:
                 b.pending = b.size
                 b.ready = False
                 b.work = None
+                b.scaled = False
 
     def finish(self) -> None:
-        """After the backward pass: launch what is left (unused parameters), wait, and scale."""
+        """After the backward pass: re-attach the views, launch what is left (unused parameters),
+        wait, and scale."""
+        if not self.accumulating:
+            self.ensure_views()
         if not self._reducing:
             return
         self._reducing = False
@@ -164,11 +182,17 @@ class GradientReducer:
             if b.comm is not None:
                 b.buffer.copy_(b.comm)
             b.work = None
+        factor = self._post_factor()
+        if factor != 1.0:
+            for b in self.buckets:
+                if not b.scaled:
+                    b.buffer.mul_(factor)
+
+    def _post_factor(self) -> float:
+        """What the summed gradients are multiplied by after the collective."""
         if self.average and not self.prescale:
-            factor = self.predivide / self.world_size
-            if factor != 1.0:
-                for flat in self.flats:
-                    flat.mul_(factor)
+            return self.predivide / self.world_size
+        return 1.0
 
     def reduce_now(self) -> None:
         """All-reduce every bucket now (for gradients produced outside ``engine.backward``)."""
@@ -196,13 +220,23 @@ class GradientReducer:
                     v.copy_(g)
                 p.grad = v
 
-    def zero(self) -> None:
-        for flat in self.flats:
-            flat.zero_()
+    def zero(self, set_to_none: bool = True) -> None:
+        """Zero the gradients. ``set_to_none`` (DeepSpeed's default) leaves ``.grad`` None until the
+        next backward: each gradient then arrives as a fresh tensor that its hook copies into the
+        flat buffer (one pass over the gradients instead of a fill and an add); buffers of
+        parameters that got no gradient are zeroed when the backward ends (:meth:`finish`)."""
         if self.accumulating:
+            for flat in self.flats:
+                flat.zero_()
             for p in self.order:
                 p.grad = None
             return
+        if set_to_none:
+            for p in self.order:
+                p.grad = None
+            return
+        for flat in self.flats:
+            flat.zero_()
         for p, v in zip(self.order, self.views):
             if p.grad is not v:
                 p.grad = v

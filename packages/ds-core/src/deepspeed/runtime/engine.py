@@ -440,9 +440,9 @@ class DeepSpeedEngine(torch.nn.Module):
             self.reducer.reduce_now()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero the gradients (kept as views of the flat buffers whatever ``set_to_none`` says)."""
+        """Zero the gradients: ``.grad`` becomes None (``set_to_none``, the default) or zeros."""
         if self.reducer is not None:
-            self.reducer.zero()
+            self.reducer.zero(set_to_none)
         elif self.optimizer is not None and hasattr(self.optimizer, "zero_grad"):
             self.optimizer.zero_grad(set_to_none=set_to_none)
         else:
@@ -460,6 +460,8 @@ class DeepSpeedEngine(torch.nn.Module):
         else:
             overflow = False
             if opt is not None:
+                if self.reducer is not None:
+                    self.reducer.ensure_views()  # a step after zero_grad without a backward
                 if self._grad_clip > 0 and self.reducer is not None:
                     norm = self.reducer.global_norm()
                     self._global_grad_norm = norm

@@ -3,12 +3,17 @@
 # Note: ZeRO calls torch.distributed directly rather than deepspeed.comm so that the optimizer
 # works in any process that initialised torch.distributed (Lightning, Accelerate, plain torchrun);
 # the groups it receives may come from deepspeed.comm, which wraps the same objects.
+
+When every rank of a gloo group shares the host, the three bulk collectives go through
+``deepspeed.comm.shm`` (shared memory, synchronous; async callers get a completed handle).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+
+from deepspeed.comm import shm as _shm
 
 
 def world_size(group=None) -> int:
@@ -23,9 +28,21 @@ def rank(group=None) -> int:
     return dist.get_rank(group)
 
 
+def _shared(group, tensor: torch.Tensor):
+    """The group's shared-memory collectives when they can carry ``tensor`` (None: gloo)."""
+    if tensor.device.type != "cpu":
+        return None
+    return _shm.for_group(group)
+
+
 def all_reduce(tensor: torch.Tensor, op=None, group=None, async_op: bool = False):
     if world_size(group) == 1:
         return None
+    name = _shm.op_name(op)
+    sg = _shared(group, tensor) if name else None
+    if sg is not None:
+        sg.all_reduce_(tensor, name)
+        return _shm.DONE
     return dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM, group=group, async_op=async_op)
 
 
@@ -39,6 +56,10 @@ def reduce_scatter_v(output: torch.Tensor, pieces: list[torch.Tensor], group=Non
     if world_size(group) == 1:
         output.copy_(pieces[0])
         return None
+    sg = _shared(group, output)
+    if sg is not None:
+        sg.reduce_scatter_(output, pieces)
+        return _shm.DONE
     sizes = {p.numel() for p in pieces}
     if len(sizes) == 1:
         if flat is None:
@@ -54,6 +75,10 @@ def all_gather_into(output: torch.Tensor, local: torch.Tensor, group=None, async
         if output.data_ptr() != local.data_ptr():
             output.copy_(local)
         return None
+    sg = _shared(group, local)
+    if sg is not None:
+        sg.all_gather_(output, local)
+        return _shm.DONE
     fn = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
     return fn(output, local, group=group, async_op=async_op)
 
