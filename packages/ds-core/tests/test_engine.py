@@ -6,6 +6,7 @@ Multi-rank tests run on 2 gloo ranks through ``deepspeed.testing.distributed``.
 import copy
 import logging
 import os
+import platform
 import sys
 
 import pytest
@@ -18,6 +19,7 @@ from deepspeed.testing.distributed import run_distributed
 sys.path.insert(0, os.path.dirname(__file__))  # the shared tiny models, importable in the ranks too
 from _engine_models import batch, flat_params, model  # noqa: E402
 
+SHM_HERE = sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
 ADAM = {"type": "Adam", "params": {"lr": 1e-2, "torch_adam": True, "adam_w_mode": False}}
 
 
@@ -45,15 +47,19 @@ def _ddp_parity(config_extra, steps):
         losses.append((loss.item(), ref_loss.item()))
     a, b = flat_params(engine.module), flat_params(ref)
     rel = ((a - b).abs().max() / b.abs().max()).item()
-    return rel, losses, len(engine.reducer.buckets)
+    return rel, losses, len(engine.reducer.buckets), bool(engine.reducer._shared)
 
 
+@pytest.mark.parametrize("shm", ["1", "0"])
 @pytest.mark.parametrize("bucket", [64, 500_000_000])
-def test_ddp_parity_fp32_two_ranks(bucket):
+def test_ddp_parity_fp32_two_ranks(bucket, shm):
     """20 steps on 2 ranks: parameters equal torch DDP's within 1e-6 relative (fp32 sums of two
-    ranks are order-independent, so only rounding of the averaging differs)."""
-    res = run_distributed(_ddp_parity, world_size=2, args=({"zero_optimization": {"reduce_bucket_size": bucket}}, 20))
-    for rel, losses, n_buckets in res:
+    ranks are order-independent, so only rounding of the averaging differs), with the gradients
+    reduced in shared memory (the default on one host) and through gloo (DS_SHM_COMM=0)."""
+    res = run_distributed(_ddp_parity, world_size=2, args=({"zero_optimization": {"reduce_bucket_size": bucket}}, 20),
+                          env={"DS_SHM_COMM": shm})
+    for rel, losses, n_buckets, shared in res:
+        assert shared == (shm == "1" and SHM_HERE)
         assert rel <= 1e-6
         assert n_buckets == (1 if bucket > 1000 else 4)  # 64-element buckets: one per layer
         assert all(abs(a - b) <= 1e-6 * abs(b) for a, b in losses)
@@ -67,7 +73,7 @@ def test_ddp_parity_fp32_two_ranks(bucket):
 ])
 def test_reduction_options_keep_the_mean(extra):
     res = run_distributed(_ddp_parity, world_size=2, args=({**extra, "zero_optimization": {"reduce_bucket_size": 64}}, 3))
-    assert all(rel <= 1e-6 for rel, _, _ in res)
+    assert all(rel <= 1e-6 for rel, *_ in res)
 
 
 def _grads_after_backward(config_extra):

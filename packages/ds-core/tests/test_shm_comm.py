@@ -123,6 +123,32 @@ def test_collectives_agree_on_4_ranks():
     _check(results)
 
 
+def _shared_buffer_body():
+    r, world = tdist.get_rank(), tdist.get_world_size()
+    sg = shm.for_group(None)
+    out = {}
+    for dtype in DTYPES:
+        for n in (1, 17, 40_000):
+            sb = sg.shared_buffer(n, dtype)
+            assert sb.local.shape == (n,) and sb.local.dtype == dtype and not sb.local.any()
+            for scale in (1.0, 0.5):
+                mine = _data(1000 * r + n, n, dtype)
+                sb.local.copy_(mine)
+                sb.all_reduce_(scale=scale)
+                ref = mine.clone()
+                tdist.all_reduce(ref)
+                ref.mul_(scale)
+                _same(sb.local, ref, world == 2, ("shared buffer", dtype, n, scale))
+                out[(str(dtype), n, scale)] = hashlib.sha1(sb.local.view(torch.uint8).numpy().tobytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_shared_buffer_all_reduce_in_place(world_size):
+    results = run_distributed(_shared_buffer_body, world_size=world_size)
+    assert all(res == results[0] for res in results)
+
+
 def _subgroup_body():
     r = tdist.get_rank()
     low = tdist.new_group([0, 1])

@@ -35,7 +35,7 @@ import torch.distributed as tdist
 
 from deepspeed.utils.logging import logger
 
-__all__ = ["ShmGroup", "for_group", "release", "enabled_by_env"]
+__all__ = ["ShmGroup", "SharedBuffer", "for_group", "release", "enabled_by_env"]
 
 #: Bytes per slot unless ``DS_SHM_COMM_SLOT_KB`` says otherwise (kept small: the slots of one
 #: buffer set stay in the last-level cache, and the mapped pages count in every rank's RSS).
@@ -83,8 +83,9 @@ class ShmGroup:
     """The shared buffers of one process group; make it with :func:`for_group`."""
 
     def __init__(self, base: torch.Tensor, rank: int, world: int, slot_bytes: int, header_bytes: int,
-                 timeout_s: float, path: str = ""):
+                 timeout_s: float, path: str = "", group=None):
         self.path = path  # unlinked once every rank mapped it
+        self.group = group
         self.rank = rank
         self.world = world
         self.slot_bytes = slot_bytes
@@ -140,11 +141,11 @@ class ShmGroup:
     def _elems(self, dtype: torch.dtype) -> int:
         return self.slot_bytes // torch.empty((), dtype=dtype).element_size()
 
-    def _chunk(self, m: int) -> tuple[int, int]:
-        """This rank's share [lo, hi) of m elements reduced in parallel."""
+    def _chunk(self, m: int, rank: int | None = None) -> tuple[int, int]:
+        """The share [lo, hi) of m elements that ``rank`` (default: this one) reduces."""
         per = -(-m // self.world)
         per = -(-per // _ALIGN) * _ALIGN
-        lo = min(m, self.rank * per)
+        lo = min(m, (self.rank if rank is None else rank) * per)
         return lo, min(m, lo + per)
 
     @staticmethod
@@ -162,6 +163,19 @@ class ShmGroup:
                 out.div_(world)
         if scale != 1.0:
             out.mul_(scale)
+
+    def shared_buffer(self, numel: int, dtype: torch.dtype) -> SharedBuffer | None:
+        """A zero-filled flat tensor per rank, all in one shared mapping (collective; None when the
+        file cannot be made, then use a private tensor and the slot-based collectives)."""
+        esize = torch.empty((), dtype=dtype).element_size()
+        stride = max(4096, -(-numel * esize // 4096) * 4096)
+        mapped = _map_shared(self.group, self.rank, total_bytes=self.world * stride + 4096,
+                             token_at=self.world * stride)
+        if mapped is None:
+            return None
+        base, _ = mapped
+        views = [base[s * stride:s * stride + numel * esize].view(dtype) for s in range(self.world)]
+        return SharedBuffer(self, base, views)
 
     # -- collectives ------------------------------------------------------------------------
     def all_reduce_(self, tensor: torch.Tensor, op: str = "sum", scale: float = 1.0) -> None:
@@ -241,6 +255,45 @@ class ShmGroup:
             output.copy_(out)
 
 
+class SharedBuffer:
+    """One flat tensor per rank of a :class:`ShmGroup`, each readable by every rank.
+
+    ``local`` is this rank's tensor (use it as any tensor); :meth:`all_reduce_` reduces all ranks'
+    tensors in place without staging copies: each rank sums its share straight from the others'
+    memory into its own tensor, then copies the other shares' results. About half the memory
+    traffic of a slot-based all-reduce.
+    """
+
+    def __init__(self, group: ShmGroup, base: torch.Tensor, views: list[torch.Tensor]):
+        self.group = group
+        self._base = base
+        self.views = views
+        self.local = views[group.rank]
+
+    def all_reduce_(self, scale: float = 1.0) -> None:
+        """Sum every rank's tensor into every rank's tensor, then multiply by ``scale`` (as a
+        ``mul_`` after the collective). Every rank calls it when its tensor is ready; on return,
+        all hold identical values and the others no longer read this rank's tensor."""
+        g, r, world = self.group, self.group.rank, self.group.world
+        local, m = self.local, self.local.numel()
+        g.barrier()  # every rank's tensor is complete
+        lo, hi = g._chunk(m)
+        if hi > lo:
+            acc = local[lo:hi]
+            for s in range(world):
+                if s != r:
+                    acc.add_(self.views[s][lo:hi])
+            if scale != 1.0:
+                acc.mul_(scale)
+        g.barrier()  # every share is reduced
+        for s in range(world):
+            if s != r:
+                a, b = g._chunk(m, s)
+                if b > a:
+                    local[a:b].copy_(self.views[s][a:b])
+        g.barrier()  # nobody reads this rank's tensor any more: it may change again
+
+
 def _tile(srcs: list[torch.Tensor]) -> bool:
     """True when the pieces lie back to back in one storage (a chunked flat tensor)."""
     n = srcs[0].numel()
@@ -277,6 +330,52 @@ def _host_id() -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
+def _map_shared(group, rank: int, total_bytes: int, token_at: int):
+    """Rank 0 of ``group`` creates a file of ``total_bytes`` in /dev/shm, every rank maps it and checks
+    a token written at ``token_at``, then it is unlinked. Collective; (tensor, path) or None on every
+    rank when any rank failed."""
+    src = tdist.get_global_rank(group, 0) if group is not None else 0
+    name = [None]
+    if rank == 0:
+        path = f"/dev/shm/deepspeed_shm_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, total_bytes)  # reserve the pages now: a full tmpfs fails here, not with SIGBUS later
+                os.pwrite(fd, path.encode(), token_at)
+            finally:
+                os.close(fd)
+            name = [path]
+        except OSError as exc:
+            logger.info("deepspeed.comm.shm: gloo for this group (cannot create %s: %s)", path, exc)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    tdist.broadcast_object_list(name, src=src, group=group)
+    path = name[0]
+    if path is None:
+        return None
+    base = None
+    try:
+        base = torch.from_file(path, shared=True, size=total_bytes, dtype=torch.uint8)
+        token = bytes(base[token_at:token_at + len(path.encode())].tolist())
+        ok = token == path.encode()
+    except Exception:  # noqa: BLE001 - any failure to map means gloo
+        ok = False
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MIN, group=group)
+    if rank == 0:
+        try:
+            os.unlink(path)  # every rank has it mapped (or gave up): nothing is left behind
+        except OSError:
+            pass
+    if not int(flag.item()):
+        logger.info("deepspeed.comm.shm: gloo for this group (not every rank could map %s)", path)
+        return None
+    return base, path
+
+
 def _create(group) -> ShmGroup | None:
     world = tdist.get_world_size(group)
     rank = tdist.get_rank(group)
@@ -295,52 +394,16 @@ def _create(group) -> ShmGroup | None:
     if len({v[1] for v in views}) != 1:
         return None  # ranks on several hosts
     header = -(-(world * _FLAG_STRIDE * 8 + 512) // 4096) * 4096  # flags, then the token in the last 512 bytes
-    total = header + 2 * (world + 1) * slot_bytes
-    src = tdist.get_global_rank(group, 0) if group is not None else 0
-    name = [None]
-    if rank == 0:
-        path = f"/dev/shm/deepspeed_shm_{os.getpid()}_{uuid.uuid4().hex[:12]}"
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, total)  # reserve the pages now: a full tmpfs fails here, not with SIGBUS later
-                os.pwrite(fd, path.encode(), header - 512)
-            finally:
-                os.close(fd)
-            name = [path]
-        except OSError as exc:
-            logger.info("deepspeed.comm.shm: gloo for this group (cannot create %s: %s)", path, exc)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-    tdist.broadcast_object_list(name, src=src, group=group)
-    path = name[0]
-    if path is None:
+    mapped = _map_shared(group, rank, total_bytes=header + 2 * (world + 1) * slot_bytes, token_at=header - 512)
+    if mapped is None:
         return None
-    base = None
-    try:
-        base = torch.from_file(path, shared=True, size=total, dtype=torch.uint8)
-        token = bytes(base[header - 512:header - 512 + len(path.encode())].tolist())
-        ok = token == path.encode()
-    except Exception:  # noqa: BLE001 - any failure to map means gloo
-        ok = False
-    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
-    tdist.all_reduce(flag, op=tdist.ReduceOp.MIN, group=group)
-    if rank == 0:
-        try:
-            os.unlink(path)  # every rank has it mapped (or gave up): nothing is left behind
-        except OSError:
-            pass
-    if not int(flag.item()):
-        logger.info("deepspeed.comm.shm: gloo for this group (not every rank could map %s)", path)
-        return None
+    base, path = mapped
     from deepspeed.comm._discovery import default_pg_timeout
 
     if rank == 0:
         logger.info("deepspeed.comm.shm: %d ranks share memory for gradient/parameter collectives "
                     "(%d KiB slots; DS_SHM_COMM=0 for gloo)", world, slot_bytes >> 10)
-    return ShmGroup(base, rank, world, slot_bytes, header, default_pg_timeout.total_seconds(), path)
+    return ShmGroup(base, rank, world, slot_bytes, header, default_pg_timeout.total_seconds(), path, group)
 
 
 def for_group(group=None) -> ShmGroup | None:

@@ -65,10 +65,26 @@ class GradientReducer:
         by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
         for p in reversed(self.params):
             by_dtype.setdefault(accum_dtype if self.accumulating else p.dtype, []).append(p)
+        # Note: ranks sharing a host reduce through shared memory, synchronously, when the backward
+        # pass ends (elsewhere each bucket's gloo/NCCL all-reduce starts from the hook that
+        # completes it and runs asynchronously). The flat buffers then live in shared memory
+        # themselves, so the all-reduce reads the other ranks' gradients where they are.
+        self._shm = None
+        self._shared: list = []
+        if group is not None and world_size > 1 and all(p.device.type == "cpu" for p in self.params):
+            self._shm = _shm.for_group(group)
         bucket_of: dict[int, int] = {}
         for dtype, ps in by_dtype.items():
             device = ps[0].device
-            flat = torch.zeros(sum(p.numel() for p in ps), dtype=dtype, device=device)
+            numel = sum(p.numel() for p in ps)
+            shared = None
+            if self._shm is not None and comm_dtype in (None, dtype):
+                shared = self._shm.shared_buffer(numel, dtype)
+            if shared is not None:
+                self._shared.append(shared)
+                flat = shared.local
+            else:
+                flat = torch.zeros(numel, dtype=dtype, device=device)
             self.flats.append(flat)
             off, start, count = 0, 0, 0
             for i, p in enumerate(ps):
@@ -86,11 +102,8 @@ class GradientReducer:
                     self.buckets.append(_Bucket(flat[start:off], count, comm_dtype))
                     start, count = off, 0
         self._view_of = {id(p): v for p, v in zip(self.order, self.views)}
-        # Note: ranks sharing a host reduce through shared memory (synchronously, in the hook that
-        # completes a bucket); elsewhere each bucket's gloo/NCCL all-reduce runs asynchronously.
-        self._shm = None
-        if group is not None and world_size > 1 and all(f.device.type == "cpu" for f in self.flats):
-            self._shm = _shm.for_group(group)
+        if len(self._shared) != len(self.flats):
+            self._shared = []  # some flat is private: every bucket takes the slot-based path
         if (group is not None and world_size > 1) or self.accumulating:
             for p in self.order:
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._make_hook(bucket_of[id(p)], self._view_of[id(p)])))
@@ -129,7 +142,12 @@ class GradientReducer:
 
         return hook
 
-    def _launch_ready(self) -> None:
+    def _launch_ready(self, final: bool = False) -> None:
+        # Note: shared-memory reductions are synchronous and run on this thread, so launching
+        # them early overlaps nothing and makes the ranks meet once per bucket (each meeting
+        # costs the ranks' current skew); they all run when the backward pass ends instead.
+        if self._shm is not None and not final:
+            return
         # Note: buckets are launched strictly in index order so every rank issues the same
         # sequence of collectives even when gradients become ready in a different order.
         buckets = self.buckets
@@ -174,9 +192,12 @@ class GradientReducer:
         if not self._reducing:
             return
         self._reducing = False
+        if self._shared:
+            self._reduce_shared()
+            return
         for b in self.buckets:
             b.ready = True
-        self._launch_ready()
+        self._launch_ready(final=True)
         for b in self.buckets:
             b.work.wait()
             if b.comm is not None:
@@ -187,6 +208,16 @@ class GradientReducer:
             for b in self.buckets:
                 if not b.scaled:
                     b.buffer.mul_(factor)
+
+    def _reduce_shared(self) -> None:
+        if self.average:
+            pre = 1.0 / self.world_size if self.prescale else 1.0 / self.predivide
+            if pre != 1.0:
+                for flat in self.flats:
+                    flat.mul_(pre)
+        factor = self._post_factor()
+        for sb in self._shared:
+            sb.all_reduce_(scale=factor)
 
     def _post_factor(self) -> float:
         """What the summed gradients are multiplied by after the collective."""
