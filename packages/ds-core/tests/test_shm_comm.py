@@ -94,6 +94,19 @@ def _collectives_body():
             tdist.all_gather(parts, mine)
             _same(got, torch.cat(parts), True, ("all_gather", dtype, n))
 
+    # reduce-scatter straight from the sources of a virtual concatenation (ZeRO's gradient buckets),
+    # converted bf16 -> fp32 while copied, pieces that do not line up with the sources
+    sizes = [2500 + 700 * s for s in range(world)]
+    flat = _data(99 + r, sum(sizes), torch.bfloat16)
+    sources = list(torch.split(flat, [5, 1000, 1, sum(sizes) - 1006]))
+    got = torch.empty(sizes[r], dtype=torch.float32)
+    sg.reduce_scatter_from_(got, sources, sizes)
+    ref = flat.float()
+    tdist.all_reduce(ref)
+    _same(got, ref[sum(sizes[:r]):sum(sizes[:r + 1])], exact, "reduce_scatter_from_")
+    with pytest.raises(ValueError, match="do not tile"):
+        sg.reduce_scatter_from_(got, sources, [1] * world)
+
     # non-contiguous tensors are reduced through a contiguous copy and written back
     m = _data(r, 64 * 8, torch.float32).view(64, 8).t()
     ref = m.contiguous()

@@ -161,9 +161,10 @@ def _body(tmp):
     return out
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
-def test_stage3(tmp_path, world_size):
-    results = run_distributed(_body, world_size=world_size, args=(str(tmp_path),), timeout=400)
+@pytest.mark.parametrize("world_size,shm", [(2, "1"), (4, "1"), (2, "0")])  # DS_SHM_COMM=0: through gloo
+def test_stage3(tmp_path, world_size, shm):
+    results = run_distributed(_body, world_size=world_size, args=(str(tmp_path),), timeout=400,
+                              env={"DS_SHM_COMM": shm})
     for rank, out in enumerate(results):
         for key in ("stage3", "stage3_default_persistence", "stage3_offload", "stage3_overlap_off", "init_parity",
                     "resumed"):

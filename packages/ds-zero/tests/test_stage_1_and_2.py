@@ -131,9 +131,9 @@ def _parity_body():
     return out
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
-def test_zero_1_2_parity_and_checkpoint(world_size):
-    results = run_distributed(_parity_body, world_size=world_size, timeout=300)
+@pytest.mark.parametrize("world_size,shm", [(2, "1"), (4, "1"), (2, "0")])  # DS_SHM_COMM=0: through gloo
+def test_zero_1_2_parity_and_checkpoint(world_size, shm):
+    results = run_distributed(_parity_body, world_size=world_size, timeout=300, env={"DS_SHM_COMM": shm})
     for rank, out in enumerate(results):
         for key, value in out.items():
             if key.startswith(("stage", "reload", "elastic_params")):

@@ -23,6 +23,7 @@ finished reading piece k - 1's buffers, and most pieces need a single barrier.
 
 from __future__ import annotations
 
+import bisect
 import os
 import platform
 import socket
@@ -201,32 +202,45 @@ class ShmGroup:
 
     def reduce_scatter_(self, output: torch.Tensor, pieces: list[torch.Tensor], op: str = "sum") -> None:
         """``output`` on rank r = the reduction over ranks of their ``pieces[r]`` (sizes may differ)."""
+        if len(pieces) != self.world:
+            raise ValueError(f"reduce_scatter: {len(pieces)} input pieces for a {self.world}-rank group")
+        self.reduce_scatter_from_(output, [p.reshape(-1) for p in pieces], [p.numel() for p in pieces], op)
+
+    def reduce_scatter_from_(self, output: torch.Tensor, sources: list[torch.Tensor], sizes: list[int],
+                             op: str = "sum") -> None:
+        """Reduce-scatter of the concatenation of ``sources`` (1-D tensors, any dtype: converted while
+        copied) cut into per-rank pieces of ``sizes``, without materialising the concatenation."""
         world, r = self.world, self.rank
-        if len(pieces) != world:
-            raise ValueError(f"reduce_scatter: {len(pieces)} input pieces for a {world}-rank group")
+        if len(sizes) != world or sum(sizes) != sum(s.numel() for s in sources):
+            raise ValueError(f"reduce_scatter: piece sizes {sizes} do not tile the {sum(s.numel() for s in sources)} "
+                             f"input elements over {world} ranks")
         out = output if output.is_contiguous() else output.contiguous()
         flat_out = out.view(-1)
-        srcs = [p.reshape(-1) for p in pieces]
-        sizes = [s.numel() for s in srcs]
         if flat_out.numel() != sizes[r]:
             raise ValueError(f"reduce_scatter: output has {flat_out.numel()} elements, this rank's piece "
                              f"{sizes[r]}")
+        starts = [0]
+        for n in sizes[:-1]:
+            starts.append(starts[-1] + n)
+        ends = []
+        for src in sources:
+            ends.append((ends[-1] if ends else 0) + src.numel())
         biggest = max(sizes)
         per_slot = self._elems(flat_out.dtype) // world
         if per_slot == 0:
             raise ValueError(f"reduce_scatter: a {self.slot_bytes}-byte slot cannot hold one element per rank "
                              f"for {world} ranks; raise DS_SHM_COMM_SLOT_KB")
         w = biggest if biggest <= per_slot else (per_slot // _ALIGN * _ALIGN or per_slot)
-        contiguous = w == biggest and len(set(sizes)) == 1 and _tile(srcs)
+        together = w == biggest and len(set(sizes)) == 1  # the pieces fill the slot back to back
         for o in range(0, biggest, w):
             buf = self._next(flat_out.dtype)
-            if contiguous:
-                buf[r, :world * w].copy_(torch.as_strided(srcs[0], (world * w,), (1,)))
+            if together:
+                _copy_range(buf[r, :world * w], sources, ends, 0, world * w)
             else:
                 for s in range(world):
                     m = min(w, sizes[s] - o)
                     if m > 0:
-                        buf[r, s * w:s * w + m].copy_(srcs[s][o:o + m])
+                        _copy_range(buf[r, s * w:s * w + m], sources, ends, starts[s] + o, starts[s] + o + m)
             self.barrier()
             m = min(w, sizes[r] - o)
             if m > 0:
@@ -294,12 +308,18 @@ class SharedBuffer:
         g.barrier()  # nobody reads this rank's tensor any more: it may change again
 
 
-def _tile(srcs: list[torch.Tensor]) -> bool:
-    """True when the pieces lie back to back in one storage (a chunked flat tensor)."""
-    n = srcs[0].numel()
-    return all(s.is_contiguous() for s in srcs) and all(
-        s.untyped_storage().data_ptr() == srcs[0].untyped_storage().data_ptr()
-        and s.data_ptr() == srcs[0].data_ptr() + i * n * s.element_size() for i, s in enumerate(srcs))
+def _copy_range(dst: torch.Tensor, sources: list[torch.Tensor], ends: list[int], lo: int, hi: int) -> None:
+    """Copy elements [lo, hi) of the concatenation of ``sources`` (``ends``: cumulative sizes) into ``dst``."""
+    i = bisect.bisect_right(ends, lo)
+    pos = 0
+    while lo < hi:
+        start = ends[i - 1] if i else 0
+        take = min(hi, ends[i]) - lo
+        if take > 0:
+            dst[pos:pos + take].copy_(sources[i][lo - start:lo - start + take])
+            pos += take
+            lo += take
+        i += 1
 
 
 def _local_reason(group) -> str | None:

@@ -103,20 +103,17 @@ class GradientReducer:
         dtype = self.comm_dtype or params[0].dtype
         grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=dtype, device=p.device)
                  for p in params]
-        staging = torch.cat([g.to(dtype) for g in grads]) if len(grads) > 1 else grads[0].to(dtype, copy=True)
+        sizes = [bucket.interval.intersect(layout.partition_interval(r)).numel for r in range(self.world_size)]
+        mine = bucket.interval.intersect(layout.partition_interval(self.rank))
+        output = torch.empty(mine.numel, dtype=dtype, device=grads[0].device)
+        # Note: fp16 sums are divided by the world size before summing, as DDP does, to stay in
+        # range; other dtypes divide the (1/N-sized) result.
+        if dtype == torch.float16 and self.world_size > 1:
+            grads = [g.to(dtype).div(self.world_size) for g in grads]
+        work, staging = _comm.reduce_scatter_sources(output, grads, sizes, dtype, group=self.group,
+                                                     async_op=self.overlap)
         for p in params:
             p.grad = None
-        # Note: divide before summing, as DDP does, so fp16 sums stay in range.
-        if self.world_size > 1:
-            staging.div_(self.world_size)
-        pieces = []
-        for r in range(self.world_size):
-            hit = bucket.interval.intersect(layout.partition_interval(r))
-            pieces.append(staging.narrow(0, hit.start - bucket.interval.start, hit.numel) if hit.numel
-                          else staging.new_empty(0))
-        mine = bucket.interval.intersect(layout.partition_interval(self.rank))
-        output = staging.new_empty(mine.numel)
-        work = _comm.reduce_scatter_v(output, pieces, group=self.group, async_op=self.overlap, flat=staging)
         bucket.launched = True
         self._pending.append((work, output, staging, bucket.group, mine.start - self.rank * layout.partition_numel))
         if not self.overlap:
@@ -129,6 +126,8 @@ class GradientReducer:
         if work is not None:
             work.wait()
         if output.numel():
+            if output.dtype != torch.float16 and self.world_size > 1:
+                output.div_(self.world_size)
             self.grad_partitions[group].narrow(0, offset, output.numel()).add_(output.to(self.grad_partitions[group].device, torch.float32))
 
     def _wait_all(self) -> None:

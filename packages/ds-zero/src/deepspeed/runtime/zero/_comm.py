@@ -69,8 +69,25 @@ def reduce_scatter_v(output: torch.Tensor, pieces: list[torch.Tensor], group=Non
     return dist.reduce_scatter(output, pieces, group=group, async_op=async_op)
 
 
+def reduce_scatter_sources(output: torch.Tensor, sources: list[torch.Tensor], sizes: list[int], dtype: torch.dtype,
+                           group=None, async_op: bool = False):
+    """Reduce-scatter of the concatenation of ``sources`` (1-D, cast to ``dtype``) cut into per-rank
+    pieces of ``sizes``. In shared memory the sources are read where they are; otherwise they are
+    concatenated first. Returns (work, staging): keep staging alive until the work completes."""
+    sg = _shared(group, output) if world_size(group) > 1 else None
+    if sg is not None:
+        sg.reduce_scatter_from_(output, sources, sizes)
+        return _shm.DONE, None
+    staging = torch.cat([s.to(dtype) for s in sources]) if len(sources) > 1 else sources[0].to(dtype, copy=True)
+    pieces = list(staging.split(sizes))
+    return reduce_scatter_v(output, pieces, group=group, async_op=async_op, flat=staging), staging
+
+
 def all_gather_into(output: torch.Tensor, local: torch.Tensor, group=None, async_op: bool = False):
-    """Gather equal-sized ``local`` tensors of every rank, in rank order, into flat ``output``."""
+    """Gather equal-sized ``local`` tensors of every rank, in rank order, into flat ``output``.
+
+    ``local`` may be this rank's own slice of ``output`` (copied first where the backend needs it).
+    """
     if world_size(group) == 1:
         if output.data_ptr() != local.data_ptr():
             output.copy_(local)
@@ -79,6 +96,8 @@ def all_gather_into(output: torch.Tensor, local: torch.Tensor, group=None, async
     if sg is not None:
         sg.all_gather_(output, local)
         return _shm.DONE
+    if local.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
+        local = local.clone()
     fn = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
     return fn(output, local, group=group, async_op=async_op)
 

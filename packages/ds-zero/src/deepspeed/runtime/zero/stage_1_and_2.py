@@ -270,13 +270,13 @@ class DeepSpeedZeroOptimizer(_Base):
                 continue
             chunk = max(1, self.allgather_bucket_size // self.partition_count)
             if chunk >= P:
-                _comm.all_gather_into(flat, own.clone(), group=self.dp_process_group)
+                _comm.all_gather_into(flat, own, group=self.dp_process_group)
                 continue
             # Note: gathering in chunks bounds the temporary buffer to allgather_bucket_size elements.
             for start in range(0, P, chunk):
                 n = min(chunk, P - start)
                 tmp = flat.new_empty(n * self.partition_count)
-                _comm.all_gather_into(tmp, own.narrow(0, start, n).clone(), group=self.dp_process_group)
+                _comm.all_gather_into(tmp, own.narrow(0, start, n), group=self.dp_process_group)
                 for r in range(self.partition_count):
                     flat.narrow(0, r * P + start, n).copy_(tmp.narrow(0, r * n, n))
 
