@@ -72,6 +72,9 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None):
 
 
 def destroy_process_group(group=None) -> None:
+    from deepspeed.comm import shm
+
+    shm.release(group)  # Note: None forgets every group's shared buffers, as torch forgets every group
     dist.destroy_process_group(group)
     if group is None:
         _backend._forget()
