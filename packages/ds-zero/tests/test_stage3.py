@@ -281,3 +281,66 @@ def test_prefetch_is_bounded_by_prefetch_bucket_size():
     first, second = live[:10], live[10:]
     assert first == [72] * 10  # first forward: only the running layer
     assert max(second) > 72 and max(second) <= 72 + 100 + 72, second
+
+
+def _partial_offload_body(tmp):
+    import deepspeed
+    from deepspeed.utils import zero_to_fp32
+
+    out = {}
+    torch.manual_seed(0)
+    ref, _, _, _ = deepspeed.initialize(model=TiedLM(), config=_config(0))
+    _train(ref, 0, STEPS)
+    want = _full(ref)
+    off = {"device": "cpu"}
+    for name, zero in [("sub_groups", dict(Z3, sub_group_size=100)),
+                       ("ratio_half", dict(Z3, sub_group_size=100, offload_optimizer=dict(off, ratio=0.5))),
+                       ("ratio_zero", dict(Z3, sub_group_size=100, offload_optimizer=dict(off, ratio=0.0))),
+                       ("ratio_one", dict(Z3, sub_group_size=100, offload_optimizer=dict(off, ratio=1.0)))]:
+        torch.manual_seed(0)
+        engine, opt, _, _ = deepspeed.initialize(model=TiedLM(), config=_config(3, **zero))
+        _train(engine, 0, STEPS)
+        n = len(opt.fp16_groups)
+        on_cpu_opt = sum(len(g["params"]) for g in opt.optimizer.param_groups)
+        on_backup = sum(len(g["params"]) for g in opt.backup_optimizer.param_groups) if opt.backup_optimizer else 0
+        out[name] = (_rel(_full(engine), want), n, on_cpu_opt, on_backup, type(opt.optimizer).__name__,
+                     type(opt.backup_optimizer).__name__)
+        if name == "ratio_half":
+            engine.save_checkpoint(tmp, tag="partial")
+            saved = _full(engine)
+            torch.manual_seed(5)
+            again, _, _, _ = deepspeed.initialize(model=TiedLM(), config=_config(3, **zero))
+            again.load_checkpoint(tmp, tag="partial")
+            out["reload"] = _rel(_full(again), saved)
+            _train(engine, STEPS, STEPS + 3)
+            _train(again, STEPS, STEPS + 3)
+            out["reload_continue"] = _rel(_full(again), _full(engine))  # moments of both optimizers came back
+            sd = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(tmp, tag="partial")
+            names = [n for n, _ in engine.module.named_parameters()]
+            out["consolidated"] = max(((sd[k] - v).abs().max() / v.abs().max()).item() for k, v in zip(names, saved))
+    cfg = _config(3, **Z3, sub_group_size=100, offload_optimizer=dict(off, ratio=0.5))
+    cfg["optimizer"] = {"type": "Adagrad", "params": {"lr": 1e-2}}
+    try:
+        deepspeed.initialize(model=TiedLM(), config=cfg)
+        out["adagrad"] = "accepted"
+    except NotImplementedError as exc:
+        out["adagrad"] = str(exc)
+    return out
+
+
+def test_partial_offload_ratio_and_sub_groups(tmp_path):
+    """offload_optimizer.ratio < 1 (DeepSpeed's split: the last ratio share of the sub-groups on the
+    CPU optimizer, the rest on torch AdamW) and sub_group_size, against stage 0; checkpoints keep
+    both optimizers' state."""
+    for out in run_distributed(_partial_offload_body, world_size=2, args=(str(tmp_path),), timeout=400):
+        for name in ("sub_groups", "ratio_half", "ratio_zero", "ratio_one"):
+            assert out[name][0] < RTOL, (name, out[name])
+        rel, n, on_cpu, on_backup, cpu_cls, backup_cls = out["ratio_half"]
+        assert n > 2 and on_backup == int(0.5 * n) and on_cpu == n - int(0.5 * n)
+        assert (cpu_cls, backup_cls) == ("DeepSpeedCPUAdam", "AdamW")
+        assert out["ratio_zero"][2:4] == (0, out["ratio_zero"][1])
+        assert out["ratio_one"][2:4] == (out["ratio_one"][1], 0) and out["ratio_one"][5] == "NoneType"
+        assert out["sub_groups"][1] == n and out["sub_groups"][3] == 0
+        assert out["reload"] == 0.0 and out["reload_continue"] == 0.0 and out["consolidated"] == 0.0
+        assert "ratio=0.5 (partial offload) steps the offloaded sub-groups with DeepSpeedCPUAdam" in out["adagrad"]
+        assert "DeepSpeedCPUAdagrad" in out["adagrad"]

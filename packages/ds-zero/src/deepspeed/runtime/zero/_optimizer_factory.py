@@ -35,7 +35,7 @@ _UNSUPPORTED = (
 #: Keys accepted for compatibility that change nothing here (a warning names them when set).
 _NO_EFFECT = ("max_live_parameters", "max_reuse_distance", "module_granularity_threshold",
               "use_all_reduce_for_fetch_params", "allgather_sequential", "round_robin_gradients",
-              "use_multi_rank_bucket_allreduce", "sub_group_size", "model_persistence_threshold",
+              "use_multi_rank_bucket_allreduce", "model_persistence_threshold",
               "memory_efficient_linear", "partition_stream_chunk_size")
 
 
@@ -54,6 +54,8 @@ def check_supported(zcfg: Any) -> None:
                                   "ds-zero; remove it (plain CPU offload stays available).")
     given = getattr(zcfg, "model_fields_set", set())
     idle = sorted(k for k in _NO_EFFECT if k in given)
+    if "sub_group_size" in given and int(getattr(zcfg, "stage", 0)) != 3:
+        idle = sorted(idle + ["sub_group_size"])  # Note: only stage 3 cuts groups into sub-groups, as in DeepSpeed
     if idle:
         logger.warning(f"zero_optimization: {', '.join(idle)} accepted but without effect in ds-zero "
                        "(parameters are released after each module; buckets and partitions are sized as documented "

@@ -125,9 +125,6 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             if _offload_device(cfg) == "nvme":
                 raise NotImplementedError(f"zero_optimization.{what}.device='nvme' needs ds-aio's tensor swapping, "
                                           "which is not available yet; use device='cpu'.")
-        if float(_cfg_get(offload_optimizer_config, "ratio", 1.0)) < 1.0:
-            raise NotImplementedError("zero_optimization.offload_optimizer.ratio < 1 (partial offload) is not "
-                                      "supported by ds-zero yet; use ratio=1.0.")
         self.module = module
         self.optimizer = init_optimizer
         self.zero_stage = 3
@@ -153,7 +150,13 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         self._offsets: list[list[int]] = []
         self._master_is_view: list[bool] = []
         model_dtype = None
-        for group in self.optimizer.param_groups:
+        # Note: as in DeepSpeed, each param group is cut into sub-groups of whole parameters holding
+        # at least sub_group_size partition elements (the last one less); every sub-group has its
+        # own flat buffers, and with offload_optimizer.ratio < 1 the last ratio share of the
+        # sub-groups is offloaded while the others stay on the device with a torch Adam/AdamW.
+        self.sub_group_size = max(1, int(sub_group_size))
+        specs: list[tuple[int, list]] = []
+        for gi, group in enumerate(self.optimizer.param_groups):
             params = [p for p in group["params"] if p.requires_grad]
             if not params:
                 raise ValueError("DeepSpeedZeroOptimizer_Stage3: a param group has no trainable parameters; drop "
@@ -164,6 +167,26 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                 # Note: the engine casts the module (fp16/bf16) after zero.Init partitioned it.
                 if p.ds_tensor.dtype != p.dtype:
                     p.ds_tensor = p.ds_tensor.to(p.dtype)
+            run, acc = [], 0
+            for p in params:
+                run.append(p)
+                acc += p.ds_tensor.numel()
+                if acc >= self.sub_group_size:
+                    specs.append((gi, run))
+                    run, acc = [], 0
+            if run:
+                specs.append((gi, run))
+        ratio = float(_cfg_get(offload_optimizer_config, "ratio", 1.0))
+        first_offloaded = int((1.0 - ratio) * len(specs)) if self.cpu_offload else len(specs)
+        self.partial_offload = self.cpu_offload and first_offloaded > 0
+        if self.partial_offload and type(self.optimizer).__name__ != "DeepSpeedCPUAdam":
+            raise NotImplementedError(
+                f"zero_optimization.offload_optimizer.ratio={ratio} (partial offload) steps the offloaded sub-groups "
+                f"with DeepSpeedCPUAdam and the others with torch's Adam/AdamW, as DeepSpeed does; the optimizer is "
+                f"{type(self.optimizer).__name__}. Use an Adam/AdamW optimizer or ratio=1.0.")
+        self.subgroup_to_device: dict[int, str] = {}
+        self._subgroup_param_group: list[int] = []
+        for sg, (gi, params) in enumerate(specs):
             model_dtype = params[0].dtype
             offsets, total = [], 0
             for p in params:
@@ -174,7 +197,10 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             for p, off in zip(params, offsets):
                 lp.narrow(0, off, p.ds_tensor.numel()).copy_(p.ds_tensor)
                 p.ds_tensor = lp.narrow(0, off, p.ds_tensor.numel())
-            master_device = torch.device("cpu") if self.cpu_offload else device
+            offloaded = self.cpu_offload and sg >= first_offloaded
+            master_device = torch.device("cpu") if offloaded else device
+            self.subgroup_to_device[sg] = master_device.type
+            self._subgroup_param_group.append(gi)
             is_view = lp.dtype == torch.float32 and master_device == device
             master = lp if is_view else lp.detach().to(master_device, torch.float32, copy=True)
             if pin and not is_view and master.device.type == "cpu" and torch.accelerator.is_available():
@@ -184,14 +210,27 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                 self._grad_slices[p.ds_id] = grads.narrow(0, off, p.ds_tensor.numel())
                 p._zero_optimizer = weakref.ref(self)
                 p._zero_index = (len(self.fp16_groups), i)
-            group["params"] = [master]
             self.fp16_groups.append(params)
             self.fp32_partitioned_groups_flat.append(master)
             self._lp_flat.append(lp)
             self._grad_partitions.append(grads)
             self._offsets.append(offsets)
             self._master_is_view.append(is_view)
+        # the wrapped optimizer steps the offloaded (or, without partial offload, all) sub-groups
+        for gi, group in enumerate(self.optimizer.param_groups):
+            group["params"] = [m for sg, m in enumerate(self.fp32_partitioned_groups_flat)
+                               if self._subgroup_param_group[sg] == gi
+                               and (not self.partial_offload or sg >= first_offloaded)]
         self.optimizer.state.clear()
+        self.backup_optimizer = None
+        if self.partial_offload:
+            keys = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+            cls = torch.optim.AdamW if getattr(self.optimizer, "adamw_mode", True) else torch.optim.Adam
+            self.backup_optimizer = cls([
+                {**{k: group[k] for k in keys if k in group},
+                 "params": [m for sg, m in enumerate(self.fp32_partitioned_groups_flat)
+                            if self._subgroup_param_group[sg] == gi and sg < first_offloaded]}
+                for gi, group in enumerate(self.optimizer.param_groups)])
         # frozen parameters are partitioned too (their slices are gathered like the others)
         for p in module.parameters():
             if not p.requires_grad:
@@ -240,7 +279,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                    model_persistence_threshold=z.model_persistence_threshold,
                    dp_process_group=engine.data_parallel_group, overlap_comm=bool(z.overlap_comm),
                    offload_optimizer_config=z.offload_optimizer, offload_param_config=z.offload_param,
-                   mpu=engine.mpu, clip_grad=float(cfg.gradient_clipping or 0.0),
+                   sub_group_size=z.sub_group_size, mpu=engine.mpu, clip_grad=float(cfg.gradient_clipping or 0.0),
                    communication_data_type=cfg.communication_data_type,
                    gradient_accumulation_steps=int(cfg.gradient_accumulation_steps or 1))
 
@@ -299,6 +338,12 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         self._global_grad_norm = norm
         _unscale_clip_step(self.optimizer, self.fp32_partitioned_groups_flat, self._grad_partitions,
                            norm, scale, self.clip_grad)
+        if self.backup_optimizer is not None:
+            for mine, backup in zip(self.optimizer.param_groups, self.backup_optimizer.param_groups):
+                for k in ("lr", "betas", "eps", "weight_decay"):
+                    if k in mine and k in backup:
+                        backup[k] = mine[k]  # schedules change the wrapped optimizer's groups
+            self.backup_optimizer.step()
         for master, lp, is_view, g in zip(self.fp32_partitioned_groups_flat, self._lp_flat, self._master_is_view,
                                           self._grad_partitions):
             master.grad = None
@@ -343,7 +388,8 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             return self._grad_partitions
         out = []
         for master in self.fp32_partitioned_groups_flat:
-            state = self.optimizer.state.get(master, {})
+            state = self.optimizer.state.get(master) or (
+                self.backup_optimizer.state.get(master, {}) if self.backup_optimizer is not None else {})
             if key not in state:
                 raise ValueError(f"optimizer state {key!r} does not exist (known: {sorted(state)}); the wrapped "
                                  f"{type(self.optimizer).__name__} creates its state at its first step.")
@@ -416,6 +462,8 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             "optimizer_state_dict": self.optimizer.state_dict(),
             "fp32_flat_groups": [m.detach().clone() for m in self.fp32_partitioned_groups_flat],
             "ds_version": _zero_version(),
+            **({"backup_optimizer_state_dict": self.backup_optimizer.state_dict()}
+               if self.backup_optimizer is not None else {}),
         }
 
     def load_state_dict(self, state_dict_list, load_optimizer_states: bool = True,
@@ -431,6 +479,11 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             flats = own["fp32_flat_groups"]
             base = own["optimizer_state_dict"]
         else:
+            if self.backup_optimizer is not None or "backup_optimizer_state_dict" in state_dict_list[0]:
+                raise NotImplementedError(
+                    f"loading a ZeRO-3 partial-offload checkpoint (offload_optimizer.ratio < 1) saved by {saved} ranks "
+                    f"into {self.partition_count} is not supported; load it with {saved} ranks, or save it with "
+                    "ratio=1.0 (then any world size can load it).")
             own = state_dict_list[0]
             flats = [self._reshard([sd["fp32_flat_groups"][g] for sd in state_dict_list], g, saved)
                      for g in range(len(self.fp16_groups))]
@@ -439,6 +492,11 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         self.overflow = own.get("overflow", False)
         if load_optimizer_states:
             self.optimizer.load_state_dict(base)
+            if (self.backup_optimizer is not None) != ("backup_optimizer_state_dict" in own):
+                raise ValueError("this ZeRO-3 checkpoint was saved with a different offload_optimizer.ratio split "
+                                 "(partial offload on one side only); load it with the ratio it was saved with")
+            if self.backup_optimizer is not None:
+                self.backup_optimizer.load_state_dict(own["backup_optimizer_state_dict"])
         for master, lp, src in zip(self.fp32_partitioned_groups_flat, self._lp_flat, flats):
             master.data.copy_(src.to(master.device, master.dtype))
             if lp.data_ptr() != master.data_ptr():
