@@ -66,6 +66,23 @@ def test_ddp_parity_fp32_two_ranks(bucket, shm):
     assert res[0][0] == res[1][0]
 
 
+def _ddp_parity_without_shared_buffers(extra, steps):
+    from deepspeed.comm import shm
+
+    # Note: as when /dev/shm is too small for the gradient buffers: the reducer keeps private
+    # buffers and all-reduces them through the shared slots.
+    shm.ShmGroup.shared_buffer = lambda self, numel, dtype: None
+    rel, losses, n_buckets, shared = _ddp_parity(extra, steps)
+    return rel, losses, n_buckets, shared, __import__("deepspeed").comm.shm.for_group(None) is not None
+
+
+def test_ddp_parity_when_shared_buffers_cannot_be_made():
+    res = run_distributed(_ddp_parity_without_shared_buffers, world_size=2,
+                          args=({"zero_optimization": {"reduce_bucket_size": 64}}, 5))
+    for rel, losses, n_buckets, shared, slots in res:
+        assert rel <= 1e-6 and not shared and slots == SHM_HERE
+
+
 @pytest.mark.parametrize("extra", [
     {"prescale_gradients": True},
     {"gradient_predivide_factor": 2.0},

@@ -171,7 +171,8 @@ class ShmGroup:
         esize = torch.empty((), dtype=dtype).element_size()
         stride = max(4096, -(-numel * esize // 4096) * 4096)
         mapped = _map_shared(self.group, self.rank, total_bytes=self.world * stride + 4096,
-                             token_at=self.world * stride)
+                             token_at=self.world * stride,
+                             what=f"private {numel}-element buffer, reduced through the slots instead")
         if mapped is None:
             return None
         base, _ = mapped
@@ -350,7 +351,7 @@ def _host_id() -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
-def _map_shared(group, rank: int, total_bytes: int, token_at: int):
+def _map_shared(group, rank: int, total_bytes: int, token_at: int, what: str = "gloo for this group"):
     """Rank 0 of ``group`` creates a file of ``total_bytes`` in /dev/shm, every rank maps it and checks
     a token written at ``token_at``, then it is unlinked. Collective; (tensor, path) or None on every
     rank when any rank failed."""
@@ -367,7 +368,7 @@ def _map_shared(group, rank: int, total_bytes: int, token_at: int):
                 os.close(fd)
             name = [path]
         except OSError as exc:
-            logger.info("deepspeed.comm.shm: gloo for this group (cannot create %s: %s)", path, exc)
+            logger.info("deepspeed.comm.shm: %s (cannot create %s: %s)", what, path, exc)
             try:
                 os.unlink(path)
             except OSError:
@@ -391,7 +392,7 @@ def _map_shared(group, rank: int, total_bytes: int, token_at: int):
         except OSError:
             pass
     if not int(flag.item()):
-        logger.info("deepspeed.comm.shm: gloo for this group (not every rank could map %s)", path)
+        logger.info("deepspeed.comm.shm: %s (not every rank could map %s)", what, path)
         return None
     return base, path
 
