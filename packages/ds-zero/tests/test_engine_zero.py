@@ -218,12 +218,12 @@ def test_knobs_without_effect_are_named_in_a_warning():
     logger.addHandler(handler)
     try:
         cfg = {"train_batch_size": 2, "optimizer": {"type": "Adam"},
-               "zero_optimization": {"stage": 3, "stage3_max_live_parameters": 1e8, "sub_group_size": 1e9}}
+               "zero_optimization": {"stage": 3, "round_robin_gradients": True, "sub_group_size": 1e9}}
         deepspeed.initialize(model=_model(), config=cfg)
         cfg["zero_optimization"] = {"stage": 2, "sub_group_size": 1e9}
         deepspeed.initialize(model=_model(), config=cfg)
     finally:
         logger.removeHandler(handler)
     text = [r.getMessage() for r in records if r.levelno == logging.WARNING]
-    assert any("zero_optimization: max_live_parameters accepted but without effect" in t for t in text), text
+    assert any("zero_optimization: round_robin_gradients accepted but without effect" in t for t in text), text
     assert any("zero_optimization: sub_group_size accepted but without effect" in t for t in text), text

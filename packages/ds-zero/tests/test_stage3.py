@@ -264,9 +264,11 @@ def test_prefetch_is_bounded_by_prefetch_bucket_size():
 
     layers = [torch.nn.Linear(8, 8) for _ in range(10)]  # 72 elements each
     model = torch.nn.Sequential(*layers)
+    # Note: stage3_max_reuse_distance=0 keeps no parameter gathered for its backward, so only
+    # prefetching adds to what is live (retention is tested below).
     cfg = {"train_batch_size": 2, "optimizer": {"type": "Adam", "params": {"lr": 1e-3}},
            "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0,
-                                 "stage3_prefetch_bucket_size": 100}}
+                                 "stage3_prefetch_bucket_size": 100, "stage3_max_reuse_distance": 0}}
     engine, _, _, _ = deepspeed.initialize(model=model, config=cfg)
     live = []
 
@@ -281,6 +283,56 @@ def test_prefetch_is_bounded_by_prefetch_bucket_size():
     first, second = live[:10], live[10:]
     assert first == [72] * 10  # first forward: only the running layer
     assert max(second) > 72 and max(second) <= 72 + 100 + 72, second
+
+
+# Note: backward needs the weights of layers 1-9 (layer 0's input needs no gradient) and no bias.
+@pytest.mark.parametrize("zero,regathered", [
+    ({}, 0),  # DeepSpeed's defaults (1e9, 1e9): everything stays gathered from forward to backward
+    ({"stage3_max_reuse_distance": 0}, 9),
+    ({"stage3_max_reuse_distance": 300}, 6),  # layer k's next use is 2 x 72 x (9 - k) elements away: 7-9 kept
+    ({"stage3_max_live_parameters": 200}, 8),  # layers 0 and 1 (2 x 72) kept, then only biases fit
+])
+def test_reuse_distance_and_live_parameters_keep_parameters_for_backward(zero, regathered):
+    """After the first forward recorded the order, a layer's parameters stay gathered for backward
+    when their next use is within stage3_max_reuse_distance elements and no more than
+    stage3_max_live_parameters elements are kept; backward gathers only the others again, and the
+    result does not change."""
+    import deepspeed
+    from deepspeed.runtime.zero import _fetch
+
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(10)])  # 72 elements each
+
+    cfg = {"train_batch_size": 2, "optimizer": {"type": "Adam", "params": {"lr": 1e-3}},
+           "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0,
+                                 "stage3_prefetch_bucket_size": 0, **zero}}
+    engine, _, _, _ = deepspeed.initialize(model=build(), config=cfg)
+    ref = build()
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.0)  # FusedAdam's defaults
+    calls = []
+    real = _fetch.gather
+
+    def counting(params, async_op=False):
+        todo = [p for p in params if p.ds_status == _fetch.ZeroParamStatus.NOT_AVAILABLE]
+        calls.append((torch._C._current_graph_task_id() != -1, len(todo)))
+        return real(params, async_op)
+
+    _fetch.gather = counting
+    try:
+        for step in range(3):
+            x = torch.randn(2, 8, generator=torch.Generator().manual_seed(step))
+            calls.clear()
+            engine.backward(engine(x).square().mean())
+            engine.step()
+            ref(x).square().mean().backward()
+            ref_opt.step()
+            ref_opt.zero_grad()
+    finally:
+        _fetch.gather = real
+    assert sum(n for in_backward, n in calls if in_backward) == regathered, calls
+    assert sum(n for in_backward, n in calls if not in_backward) == 20, calls  # forward gathers every layer
+    assert _rel(_full(engine), [p.detach() for p in ref.parameters()]) < RTOL
 
 
 def _partial_offload_body(tmp):

@@ -5,7 +5,12 @@ Forward: a module's pre-hook gathers its own parameters (``recurse=False``, plus
 with ``register_external_parameter``; a leaf module from ``set_z3_leaf_modules`` gathers its whole
 subtree) and, once the first forward has recorded the order in which modules run, also the
 parameters of the modules that come next, up to ``prefetch_bucket_size`` elements, in the same
-coalesced all-gather. Its post-hook releases them (persistent parameters stay).
+coalesced all-gather. Its post-hook releases them (persistent parameters stay), except, in a
+training forward once the order is known, those whose next use (later in this forward, or in
+backward) comes within fewer than ``stage3_max_reuse_distance`` parameter elements (0: never), while no more than
+``stage3_max_live_parameters`` elements are kept this way: they stay gathered until their
+gradient is reduced, so backward does not gather them again (DeepSpeed's defaults, 1e9 and 1e9,
+keep a model of fewer than 1e9 parameters gathered from its forward to its backward).
 
 Backward: while a forward runs with grad enabled, autograd's saved tensors that are ZeRO-3
 parameters (or views of them) are stored as references; unpacking one gathers the parameter
@@ -35,9 +40,15 @@ def module_params(module) -> list:
 class ParameterFetcher:
     """Installs the hooks on ``root`` and its submodules; ``remove()`` takes them off."""
 
-    def __init__(self, root: torch.nn.Module, prefetch_bucket_size: int = 0):
+    def __init__(self, root: torch.nn.Module, prefetch_bucket_size: int = 0, max_live_parameters: int = 0,
+                 max_reuse_distance: int = 0):
         self.root = root
         self.prefetch_bucket_size = int(prefetch_bucket_size)
+        self.max_live_parameters = int(max_live_parameters)
+        self.max_reuse_distance = int(max_reuse_distance)
+        self._retained: set[int] = set()
+        self._live = 0
+        self._reuse: dict | None = None  # (trace position, ds_id) -> elements fetched until the next use
         self._handles = []
         self._saved_ctx = None
         self._trace: list = []  # modules in forward order (first forward)
@@ -74,6 +85,8 @@ class ParameterFetcher:
 
     # -- forward ---------------------------------------------------------------------------------
     def _root_pre(self, module, args):
+        self._retained.clear()
+        self._live = 0
         self._step_index = 0
         self._cursor = 0
         self._ahead = 0
@@ -91,7 +104,7 @@ class ParameterFetcher:
         self._bwd_cursor = len(self._trace)
         # Note: anything prefetched but not used in this forward is dropped here.
         for m in self._trace:
-            release(self._params(m))
+            release([p for p in self._params(m) if p.ds_id not in self._retained])
 
     def _params(self, module) -> list:
         # Note: cached per module; registering an external parameter after the first forward
@@ -105,6 +118,7 @@ class ParameterFetcher:
         """Forget cached parameter lists and the recorded module order."""
         self._param_cache.clear()
         self._first_use = None
+        self._reuse = None
         self._trace, self._trace_done = [], False
 
     def _prefetch_list(self) -> list:
@@ -150,7 +164,53 @@ class ParameterFetcher:
             for p in params:
                 self.backward_gathered[p.ds_id] = p
             return
-        release(params)
+        release([p for p in params if not self._retain(module, p)])
+
+    def _reuse_distances(self) -> dict:
+        """For each (trace position, parameter): elements gathered before its next use, which is its
+        next module later in the forward, else its backward (the rest of the forward, then the
+        backward of those modules: twice the elements after it)."""
+        if self._reuse is None:
+            n = len(self._trace)
+            sizes = [sum(p.ds_numel for p in self._params(m)) for m in self._trace]
+            cum = [0]
+            for size in sizes:
+                cum.append(cum[-1] + size)
+            after, seen, total = [0] * n, set(), 0
+            for i in reversed(range(n)):
+                after[i] = total
+                for p in self._params(self._trace[i]):
+                    if p.ds_id not in seen:
+                        seen.add(p.ds_id)
+                        total += p.ds_numel
+            reuse, next_at = {}, {}
+            for i in reversed(range(n)):
+                for p in self._params(self._trace[i]):
+                    j = next_at.get(p.ds_id)
+                    reuse[(i, p.ds_id)] = cum[j] - cum[i + 1] if j is not None else 2 * after[i]
+                for p in self._params(self._trace[i]):
+                    next_at[p.ds_id] = i
+            self._reuse = reuse
+            self._pos = {}
+            for i, m in enumerate(self._trace):
+                self._pos.setdefault(id(m), i)
+        return self._reuse
+
+    def _retain(self, module, p) -> bool:
+        """Keep ``p`` gathered after ``module``'s forward (see the module docstring)?"""
+        if not (self._trace_done and torch.is_grad_enabled()) or p.ds_persist:
+            return False
+        if p.ds_id in self._retained:
+            return True
+        if p.ds_status != ZeroParamStatus.AVAILABLE or self._live + p.ds_numel > self.max_live_parameters:
+            return False
+        distance = self._reuse_distances().get((self._pos.get(id(module), -1), p.ds_id))
+        if distance is None or distance >= self.max_reuse_distance:
+            return False
+        self._retained.add(p.ds_id)
+        self._live += p.ds_numel
+        self.backward_gathered[p.ds_id] = p  # Note: released once its gradient is reduced
+        return True
 
     # -- backward --------------------------------------------------------------------------------
     @staticmethod

@@ -33,7 +33,7 @@ _UNSUPPORTED = (
     ("zeropp_loco_param", lambda v: v is not None, "ZeRO++ LoCo"),
 )
 #: Keys accepted for compatibility that change nothing here (a warning names them when set).
-_NO_EFFECT = ("max_live_parameters", "max_reuse_distance", "module_granularity_threshold",
+_NO_EFFECT = ("module_granularity_threshold",
               "use_all_reduce_for_fetch_params", "allgather_sequential", "round_robin_gradients",
               "use_multi_rank_bucket_allreduce", "model_persistence_threshold",
               "memory_efficient_linear", "partition_stream_chunk_size")
@@ -58,8 +58,7 @@ def check_supported(zcfg: Any) -> None:
         idle = sorted(idle + ["sub_group_size"])  # Note: only stage 3 cuts groups into sub-groups, as in DeepSpeed
     if idle:
         logger.warning(f"zero_optimization: {', '.join(idle)} accepted but without effect in ds-zero "
-                       "(parameters are released after each module; buckets and partitions are sized as documented "
-                       "in the ds-zero README)")
+                       "(buckets, partitions and parameter gathering work as documented in the ds-zero README)")
 
 
 def zero_stage(config: Any) -> int:

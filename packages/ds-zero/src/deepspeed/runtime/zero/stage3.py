@@ -241,7 +241,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         self._comm_device = self.fp16_groups[0][0].device
         self.loss_scaler = CreateLossScaler(model_dtype, static_loss_scale, dynamic_loss_scale, dynamic_loss_args)
         self.dynamic_loss_scale = bool(getattr(self.loss_scaler, "dynamic", False))
-        self.fetcher = ParameterFetcher(module, prefetch_bucket_size)
+        self.fetcher = ParameterFetcher(module, prefetch_bucket_size, max_live_parameters, max_reuse_distance)
         self._buckets = _GradBuckets(self._grad_slices, reduce_bucket_size, communication_data_type,
                                      dp_process_group, self._after_reduce)
         self._hooks = [p.register_post_accumulate_grad_hook(self._buckets.add)
