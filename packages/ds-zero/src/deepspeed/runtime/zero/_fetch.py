@@ -7,10 +7,10 @@ subtree) and, once the first forward has recorded the order in which modules run
 parameters of the modules that come next, up to ``prefetch_bucket_size`` elements, in the same
 coalesced all-gather. Its post-hook releases them (persistent parameters stay), except, in a
 training forward once the order is known, those whose next use (later in this forward, or in
-backward) comes within fewer than ``stage3_max_reuse_distance`` parameter elements (0: never), while no more than
-``stage3_max_live_parameters`` elements are kept this way: they stay gathered until their
-gradient is reduced, so backward does not gather them again (DeepSpeed's defaults, 1e9 and 1e9,
-keep a model of fewer than 1e9 parameters gathered from its forward to its backward).
+backward) comes after fewer than ``stage3_max_reuse_distance`` parameter elements (0: never),
+while no more than ``stage3_max_live_parameters`` elements are kept this way: they stay gathered
+until their gradient is reduced, so backward does not gather them again (DeepSpeed's defaults,
+1e9 and 1e9, keep a model of fewer than 1e9 parameters gathered from forward to backward).
 
 Backward: while a forward runs with grad enabled, autograd's saved tensors that are ZeRO-3
 parameters (or views of them) are stored as references; unpacking one gathers the parameter
