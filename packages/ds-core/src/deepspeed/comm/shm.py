@@ -140,7 +140,7 @@ class ShmGroup:
             time.sleep(1e-4)
 
     def _elems(self, dtype: torch.dtype) -> int:
-        return self.slot_bytes // torch.empty((), dtype=dtype).element_size()
+        return self.slot_bytes // dtype.itemsize
 
     def _chunk(self, m: int, rank: int | None = None) -> tuple[int, int]:
         """The share [lo, hi) of m elements that ``rank`` (default: this one) reduces."""
@@ -168,7 +168,7 @@ class ShmGroup:
     def shared_buffer(self, numel: int, dtype: torch.dtype) -> SharedBuffer | None:
         """A zero-filled flat tensor per rank, all in one shared mapping (collective; None when the
         file cannot be made, then use a private tensor and the slot-based collectives)."""
-        esize = torch.empty((), dtype=dtype).element_size()
+        esize = dtype.itemsize
         stride = max(4096, -(-numel * esize // 4096) * 4096)
         mapped = _map_shared(self.group, self.rank, total_bytes=self.world * stride + 4096,
                              token_at=self.world * stride,

@@ -49,6 +49,7 @@ class ParameterFetcher:
         self._retained: set[int] = set()
         self._live = 0
         self._reuse: dict | None = None  # (trace position, ds_id) -> elements fetched until the next use
+        self._pos: dict[int, int] = {}  # id(module) -> its first trace position (with _reuse)
         self._handles = []
         self._saved_ctx = None
         self._trace: list = []  # modules in forward order (first forward)
@@ -191,7 +192,7 @@ class ParameterFetcher:
                 for p in self._params(self._trace[i]):
                     next_at[p.ds_id] = i
             self._reuse = reuse
-            self._pos = {}
+            self._pos.clear()
             for i, m in enumerate(self._trace):
                 self._pos.setdefault(id(m), i)
         return self._reuse
