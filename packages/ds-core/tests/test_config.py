@@ -15,6 +15,7 @@ import torch
 
 from deepspeed import _plugins
 from deepspeed.runtime.config import DeepSpeedConfig
+from deepspeed.protocols import DeepSpeedFeature
 from deepspeed.runtime.config_utils import DeepSpeedConfigModel
 from deepspeed.utils.logging import logger
 
@@ -114,13 +115,19 @@ def test_aio_without_ds_aio_is_needed_for_nvme_offload(monkeypatch):
     from deepspeed.runtime import config as config_mod
 
     # only the zero feature is "installed"; aio matters because an offload device is nvme
-    class _Zero:
-        def config_sections(self):
-            class _ZeroCfg(DeepSpeedConfigModel):
-                stage: int = 0
-                offload_param: dict = {}
+    class _ZeroCfg(DeepSpeedConfigModel):
+        stage: int = 0
+        offload_param: dict = {}
 
+    class _Zero(DeepSpeedFeature):
+        name = "zero"
+
+        def config_sections(self):
             return {"zero_optimization": _ZeroCfg}
+
+        def config_attributes(self, config):
+            stage = config.model.zero_optimization.stage
+            return {"zero_optimization_stage": stage, "zero_enabled": stage > 0}
 
     class _Plugin:
         distribution, version = "ds-zero", "0"
@@ -137,10 +144,12 @@ def test_aio_without_ds_aio_is_needed_for_nvme_offload(monkeypatch):
     config_mod._root_cache.clear()
 
 
-def test_installed_feature_without_schema_passes_section_through(monkeypatch, ds_log):
-    class _Feature:
-        def config_sections(self):
-            return {}
+def test_installed_feature_without_schema_refuses_its_enabled_section(monkeypatch, ds_log):
+    """A section the provider table assigns to an installed package that does not implement it yet
+    is refused when enabled (it would do nothing) and ignored, with a log line, when disabled.
+    (Until the feature contract 2.0 such sections were passed on unchecked.)"""
+    class _Feature(DeepSpeedFeature):
+        name = "moe"
 
     class _Plugin:
         distribution, version = "ds-moe", "0"
@@ -149,9 +158,12 @@ def test_installed_feature_without_schema_passes_section_through(monkeypatch, ds
             return _Feature()
 
     monkeypatch.setattr(_plugins, "features", lambda: {"moe": _Plugin()})
-    c = cfg({"expert_parallel": {"enabled": True, "ep_size": 2}})
-    assert c.expert_parallel_config == {"enabled": True, "ep_size": 2}
-    assert "ds-moe does not validate this section" in ds_log.text
+    with pytest.raises(ValueError, match=re.escape(
+            "ds_config.expert_parallel is not implemented by the installed ds-moe yet; remove the section")):
+        cfg({"expert_parallel": {"enabled": True, "ep_size": 2}})
+    c = cfg({"expert_parallel": {"enabled": False, "ep_size": 2}})
+    assert c.expert_parallel_config is None
+    assert "ds_config.expert_parallel is ignored: it is disabled, and ds-moe (which provides it) does not implement it yet" in ds_log.text
 
 
 # -- "auto" -----------------------------------------------------------------------------------

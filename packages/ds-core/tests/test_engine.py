@@ -23,10 +23,21 @@ SHM_HERE = sys.platform.startswith("linux") and platform.machine().lower() in ("
 ADAM = {"type": "Adam", "params": {"lr": 1e-2, "torch_adam": True, "adam_w_mode": False}}
 
 
-def _ddp_parity(config_extra, steps):
+def _use_buckets(bucket):
+    """The engine's gradient-bucket size for this rank's engines. (ds_config sets it with
+    zero_optimization.reduce_bucket_size, a ZeRO key that ds-zero reads; these tests run with
+    ds-core alone, so they set the engine's default instead.)"""
+    from deepspeed.runtime import grad_buckets
+
+    if bucket is not None:
+        grad_buckets.DEFAULT_BUCKET_NUMEL = bucket
+
+
+def _ddp_parity(config_extra, steps, bucket=None):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    _use_buckets(bucket)
     rank = dist.get_rank()
     m = model()
     ref = copy.deepcopy(m)
@@ -56,8 +67,7 @@ def test_ddp_parity_fp32_two_ranks(bucket, shm):
     """20 steps on 2 ranks: parameters equal torch DDP's within 1e-6 relative (fp32 sums of two
     ranks are order-independent, so only rounding of the averaging differs), with the gradients
     reduced in shared memory (the default on one host) and through gloo (DS_SHM_COMM=0)."""
-    res = run_distributed(_ddp_parity, world_size=2, args=({"zero_optimization": {"reduce_bucket_size": bucket}}, 20),
-                          env={"DS_SHM_COMM": shm})
+    res = run_distributed(_ddp_parity, world_size=2, args=({}, 20, bucket), env={"DS_SHM_COMM": shm})
     for rel, losses, n_buckets, shared in res:
         assert shared == (shm == "1" and SHM_HERE)
         assert rel <= 1e-6
@@ -66,19 +76,19 @@ def test_ddp_parity_fp32_two_ranks(bucket, shm):
     assert res[0][0] == res[1][0]
 
 
-def _ddp_parity_without_shared_buffers(extra, steps):
+def _ddp_parity_without_shared_buffers(extra, steps, bucket):
     from deepspeed.comm import shm
 
     # Note: as when /dev/shm is too small for the gradient buffers: the reducer keeps private
     # buffers and all-reduces them through the shared slots.
     shm.ShmGroup.shared_buffer = lambda self, numel, dtype: None
-    rel, losses, n_buckets, shared = _ddp_parity(extra, steps)
+    rel, losses, n_buckets, shared = _ddp_parity(extra, steps, bucket)
     return rel, losses, n_buckets, shared, __import__("deepspeed").comm.shm.for_group(None) is not None
 
 
 def test_ddp_parity_when_shared_buffers_cannot_be_made():
     res = run_distributed(_ddp_parity_without_shared_buffers, world_size=2,
-                          args=({"zero_optimization": {"reduce_bucket_size": 64}}, 5))
+                          args=({}, 5, 64))
     for rel, losses, n_buckets, shared, slots in res:
         assert rel <= 1e-6 and not shared and slots == SHM_HERE
 
@@ -89,7 +99,7 @@ def test_ddp_parity_when_shared_buffers_cannot_be_made():
     {"communication_data_type": "fp32"},
 ])
 def test_reduction_options_keep_the_mean(extra):
-    res = run_distributed(_ddp_parity, world_size=2, args=({**extra, "zero_optimization": {"reduce_bucket_size": 64}}, 3))
+    res = run_distributed(_ddp_parity, world_size=2, args=(extra, 3, 64))
     assert all(rel <= 1e-6 for rel, *_ in res)
 
 
@@ -383,9 +393,9 @@ def _unused_params_body():
     import torch.distributed as dist
 
     rank = dist.get_rank()
+    _use_buckets(16)
     engine, *_ = deepspeed.initialize(model=_Branchy(), config={
-        "train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
-        "zero_optimization": {"reduce_bucket_size": 16}})
+        "train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "SGD", "params": {"lr": 0.1}}})
     out = []
     for step in range(3):
         x = torch.randn(2, 4, generator=torch.Generator().manual_seed(step * 10 + rank))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import deepspeed
+from deepspeed.runtime.config import DeepSpeedConfig
 from deepspeed.runtime.feature import DeepSpeedFeature
 from deepspeed.runtime.lr_schedules import WarmupLR
 from deepspeed.testing.distributed import run_distributed
@@ -137,19 +138,22 @@ class _PipeEngine(deepspeed.DeepSpeedEngine):
 class _Feature(DeepSpeedFeature):
     name = "probe"
 
-    def transform_config(self, config):
-        return {**config, "steps_per_print": 7}
+    def config_attributes(self, config):
+        return {"steps_per_print": 7}
 
     def engine_class(self, model, config):
+        assert isinstance(config, DeepSpeedConfig)  # one config type for every hook
         return _PipeEngine if isinstance(model, _Pipe) else None
 
 
-def test_feature_config_transform_and_engine_class(monkeypatch):
-    import deepspeed._initialize as init_mod
+def test_feature_config_attributes_and_engine_class(monkeypatch):
+    """A feature sets DeepSpeedConfig attributes (contract 2.0's config_attributes; 1.0 had a
+    transform_config hook over the raw dict) and picks the engine class for its model type."""
+    from deepspeed import _features
 
-    monkeypatch.setattr(init_mod, "_installed_features", lambda: [_Feature()])
+    monkeypatch.setattr(_features, "installed", lambda: _features.FeatureSet.from_features(_Feature()))
     engine, *_ = deepspeed.initialize(model=_Pipe(2, 2), config={"train_micro_batch_size_per_gpu": 1})
-    assert type(engine) is _PipeEngine and engine.steps_per_print() == 7 and engine.config["steps_per_print"] == 7
+    assert type(engine) is _PipeEngine and engine.steps_per_print() == 7 and "steps_per_print" not in engine.config
     engine, *_ = deepspeed.initialize(model=model(), config={"train_micro_batch_size_per_gpu": 1})
     assert type(engine) is deepspeed.DeepSpeedEngine
 

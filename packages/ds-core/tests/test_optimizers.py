@@ -4,13 +4,11 @@ documented update formula (LAMB, Lion). 5 steps on one process, fp32; tolerance 
 import math
 import os
 import sys
-import types
 
 import pytest
 import torch
 
 import deepspeed
-from deepspeed.runtime._optim_factory import check_zero_optimizer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _engine_models import batch, flat_params, model  # noqa: E402
@@ -104,15 +102,3 @@ def test_lion_matches_formula():
     engine, opt = _run_engine({"type": "Lion", "params": {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.1}})
     assert "Lion" in type(opt).__name__
     _close(engine, _run_reference(None, manual_step=_lion_step))
-
-
-def test_zero_allow_untested_optimizer():
-    rms = torch.optim.RMSprop(model().parameters(), lr=0.1)
-    cfg = types.SimpleNamespace(zero_optimization_stage=1, zero_allow_untested_optimizer=False)
-    with pytest.raises(NotImplementedError, match='"zero_allow_untested_optimizer": true'):
-        check_zero_optimizer(rms, cfg)
-    cfg.zero_allow_untested_optimizer = True
-    check_zero_optimizer(rms, cfg)  # allowed: only a warning
-    check_zero_optimizer(torch.optim.AdamW(model().parameters()), types.SimpleNamespace(
-        zero_optimization_stage=2, zero_allow_untested_optimizer=False))
-    check_zero_optimizer(rms, types.SimpleNamespace(zero_optimization_stage=0, zero_allow_untested_optimizer=False))

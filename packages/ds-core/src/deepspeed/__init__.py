@@ -26,18 +26,26 @@ _LAZY = {
     "logger": "deepspeed.utils",
     "log_dist": "deepspeed.utils",
 }
-_SUBMODULES = {
-    "accelerator", "comm", "runtime", "ops", "utils", "checkpointing", "launcher", "profiling",
-    "monitor", "testing", "zero", "pipe", "moe", "inference", "compression", "checkpoint", "io",
+# ds-core's own subpackages, and those of the feature packages (from the generated provider table).
+_CORE_SUBMODULES = {
+    "accelerator", "comm", "config", "runtime", "ops", "utils", "checkpointing", "launcher", "profiling",
+    "monitor", "protocols", "testing",
 }
 
 
+def _submodules() -> set:
+    _providers = importlib.import_module("deepspeed._providers")
+    return _CORE_SUBMODULES | {m.split(".")[1] for m in _providers.MODULES if m.count(".") == 1}
+
+
 def __getattr__(name):
+    if name.startswith("_"):  # private submodules are imported, never resolved here
+        raise AttributeError(f"module 'deepspeed' has no attribute '{name}'")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES:
+    if name in _submodules():
         try:
             module = importlib.import_module(f"deepspeed.{name}")
         except ModuleNotFoundError as exc:
@@ -56,4 +64,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+    return sorted(set(globals()) | set(_LAZY) | _submodules())

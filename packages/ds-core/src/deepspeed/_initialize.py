@@ -8,13 +8,6 @@ from typing import Any
 from deepspeed.utils.logging import logger
 
 
-def _installed_features() -> list:
-    """Feature objects of every installed feature package, in entry-point name order."""
-    from deepspeed import _plugins
-
-    return [_plugins.load(_plugins.FEATURES, name) for name in _plugins.features()]
-
-
 def _resolve_config(args, config, config_params) -> Any:
     if config is not None and config_params is not None and config is not config_params and config != config_params:
         raise ValueError("deepspeed.initialize: both config and config_params were given with different values; "
@@ -48,19 +41,17 @@ def initialize(args=None, model=None, optimizer=None, model_parameters=None, tra
     """
     if model is None:
         raise ValueError("deepspeed.initialize: model is None; pass the torch.nn.Module to train")
-    from deepspeed.runtime.config import _load
-    from deepspeed.runtime.engine import DeepSpeedEngine
+    from deepspeed import _features
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from deepspeed.runtime.engine import DeepSpeedEngine, init_distributed_from_env
 
-    config = _load(_resolve_config(args, config, config_params))
-    features = _installed_features()
-    for feature in features:
-        config = feature.transform_config(config)
-    engine_cls = DeepSpeedEngine
-    for feature in features:
-        cls = feature.engine_class(model, config)
-        if cls is not None:
-            engine_cls = cls
-            break
+    features = _features.installed()
+    # Note: the config is parsed once, here, so every hook (engine_class included) receives the
+    # same DeepSpeedConfig; its batch triangle needs the world size, hence the process group first.
+    init_distributed_from_env(dist_init_required)
+    config = DeepSpeedConfig(_resolve_config(args, config, config_params), mpu, features=features)
+    features.check_composition(config)
+    engine_cls = features.engine_class(model, config) or DeepSpeedEngine
     engine = engine_cls(args=args, model=model, optimizer=optimizer, model_parameters=model_parameters,
                         training_data=training_data, lr_scheduler=lr_scheduler, mpu=mpu,
                         dist_init_required=dist_init_required, collate_fn=collate_fn, config=config,

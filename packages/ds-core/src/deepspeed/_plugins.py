@@ -8,7 +8,7 @@ Three groups (DESIGN §3):
 
 Entry points are read once per group and cached. Loading a plugin imports its module (which must
 not import a vendor SDK or touch a device) and checks the plugin-API version the object declares
-in ``DS_PLUGIN_API`` against :data:`PLUGIN_API_VERSION`.
+in ``DS_PLUGIN_API`` against its group's version in :data:`PLUGIN_API_VERSIONS`.
 """
 
 from __future__ import annotations
@@ -19,35 +19,17 @@ import importlib.metadata
 import threading
 from typing import Any
 
-#: Version of the contract between core and its plugins: (major, minor). A plugin that targets the
-#: same major and a minor no newer than core's is accepted.
-PLUGIN_API_VERSION = (1, 0)
-
 ACCELERATORS = "deepspeed.accelerators"
 OP_BUILDERS = "deepspeed.op_builders"
 FEATURES = "deepspeed.features"
 GROUPS = (ACCELERATORS, OP_BUILDERS, FEATURES)
 
-# Note: the distributions of this repository that provide well-known plugin names, so a failed
-# lookup can print the `pip install` that fixes it even though the plugin is not installed.
-_KNOWN_ACCELERATORS = {
-    "cpu": "ds-ops-cpu",
-    "cuda": "ds-ops-cuda",
-    "rocm": "ds-ops-rocm",
-    "xpu": "ds-ops-xpu",
-    "hpu": "ds-ops-hpu",
-    "npu": "ds-ops-npu",
-}
-_KNOWN_FEATURES = {
-    "zero": "ds-zero",
-    "pipe": "ds-pipe",
-    "moe": "ds-moe",
-    "inference": "ds-inference",
-    "compression": "ds-compression",
-    "checkpoint": "ds-checkpoint",
-    "io": "ds-aio",
-}
-
+#: Version of the contract between core and its accelerator and op-builder plugins: (major, minor).
+#: A plugin that targets the same major and a minor no newer than core's is accepted.
+PLUGIN_API_VERSION = (1, 0)
+#: The contract version of each group. Features follow :mod:`deepspeed.protocols.feature`, whose
+#: 2.0 (typed hooks with composition rules, one config type) replaced 1.0's first-wins hooks.
+PLUGIN_API_VERSIONS = {ACCELERATORS: PLUGIN_API_VERSION, OP_BUILDERS: PLUGIN_API_VERSION, FEATURES: (2, 0)}
 
 class PluginError(RuntimeError):
     """A plugin is missing, broken, or targets an incompatible plugin API."""
@@ -58,13 +40,16 @@ class PluginNotFoundError(PluginError, LookupError):
 
 
 def provider_hint(group: str, name: str) -> str | None:
-    """The distribution of this repository known to provide ``name`` in ``group``, if any."""
+    """The distribution of this repository known to provide ``name`` in ``group``, if any (from
+    the generated table :mod:`deepspeed._providers`)."""
+    from deepspeed import _providers
+
     if group == ACCELERATORS:
-        return _KNOWN_ACCELERATORS.get(name)
+        return _providers.ACCELERATORS.get(name)
     if group == FEATURES:
-        return _KNOWN_FEATURES.get(name)
+        return _providers.FEATURES.get(name)
     if group == OP_BUILDERS:
-        return _KNOWN_ACCELERATORS.get(name.split(".", 1)[0])
+        return _providers.ACCELERATORS.get(name.split(".", 1)[0])
     return None
 
 
@@ -101,7 +86,7 @@ def _core_version() -> str:
 
 def check_api(obj: Any, plugin: Plugin) -> None:
     """Refuse ``obj`` unless it declares a plugin API this core accepts."""
-    major, minor = PLUGIN_API_VERSION
+    major, minor = PLUGIN_API_VERSIONS.get(plugin.group, PLUGIN_API_VERSION)
     accepted = f"{major}.0 to {major}.{minor}"
     declared = getattr(obj, "DS_PLUGIN_API", None)
     api = _parse_api(declared)
@@ -207,8 +192,12 @@ def features() -> dict[str, Plugin]:
 
 
 def feature_for_module(module_name: str) -> str | None:
-    """The distribution expected to provide ``deepspeed.<feature>`` (for import errors)."""
+    """The distribution expected to provide ``module_name`` or the package it is in (for import errors)."""
+    from deepspeed import _providers
+
     parts = module_name.split(".")
-    if len(parts) >= 2 and parts[0] == "deepspeed":
-        return _KNOWN_FEATURES.get(parts[1])
+    for n in range(len(parts), 1, -1):
+        dist = _providers.MODULES.get(".".join(parts[:n]))
+        if dist is not None:
+            return dist
     return None

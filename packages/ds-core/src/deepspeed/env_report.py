@@ -39,7 +39,8 @@ def report(hide_operator_status: bool = False, hide_errors_and_warnings: bool = 
         ("torch cuda / hip", f"{torch.version.cuda} / {getattr(torch.version, 'hip', None)}"),
         ("ds-core (deepspeed) version", deepspeed.__version__),
         ("deepspeed install path", str(deepspeed.__path__[0])),
-        ("plugin API", ".".join(map(str, _plugins.PLUGIN_API_VERSION))),
+        ("plugin API", ", ".join(f"{g.split('.')[-1]} {'.'.join(map(str, v))}"
+                                 for g, v in _plugins.PLUGIN_API_VERSIONS.items())),
         ("accelerator", f"{acc._name} ({type(acc).__module__}.{type(acc).__name__})"),
         ("chosen because", selection_reason()),
         ("communication backend", acc.communication_backend_name()),

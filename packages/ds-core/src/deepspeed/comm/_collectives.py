@@ -2,6 +2,11 @@
 
 Each public function takes torch's arguments plus DeepSpeed's ``prof``, ``log_name`` and
 ``debug``. With the comms logger off, a call costs one attribute read more than torch's.
+
+This is the one path every collective of the engine and of the features takes, so the comms
+logger sees all traffic. Floating-point CPU tensors of a gloo group whose ranks share a host are
+reduced and gathered through shared memory (:mod:`deepspeed.comm.shm`, same results; synchronous,
+so an ``async_op`` call returns a completed handle); everything else goes to torch.distributed.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from deepspeed.comm import shm as _shm
 from deepspeed.comm._profiling import _timed, comms_logger
 from deepspeed.comm.reduce_op import ReduceOp, _is_avg, _to_torch
 
@@ -45,6 +51,33 @@ class _PostWork:
         return self._after is None and all(w.is_completed() for w in self._works)
 
 
+def _shared(group, tensor, op=None):
+    """The group's shared-memory collectives when they can carry ``tensor`` and ``op`` (else None)."""
+    if tensor.device.type != "cpu" or not tensor.is_floating_point() or tensor.is_complex():
+        return None, None
+    name = _shm.op_name(op)
+    if name is None:
+        return None, None
+    return _shm.for_group(group), name
+
+
+class _Keep:
+    """A completed or pending handle that also keeps the buffers an async collective reads alive."""
+
+    def __init__(self, work, *buffers) -> None:
+        self._work = work
+        self._buffers = buffers
+
+    def wait(self, timeout=None) -> bool:
+        if self._work is not None:
+            self._work.wait() if timeout is None else self._work.wait(timeout)
+        self._buffers = ()
+        return True
+
+    def is_completed(self) -> bool:
+        return self._work is None or self._work.is_completed()
+
+
 def _divide(tensor, n: int) -> None:
     if tensor.is_floating_point() or tensor.is_complex():
         tensor.div_(n)
@@ -73,6 +106,10 @@ def _finish(work, async_op, after):
 
 # ---------------------------------------------------------------- reductions
 def _all_reduce(tensor, op, group, async_op):
+    sg, name = _shared(group, tensor, op)
+    if sg is not None:
+        sg.all_reduce_(tensor, name)
+        return _shm.DONE
     top, div = _reduction(op, group)
     work = dist.all_reduce(tensor, op=top, group=group, async_op=async_op)
     return _finish(work, async_op, (lambda: _divide(tensor, div)) if div else None)
@@ -141,6 +178,10 @@ def all_reduce_coalesced(tensors, op=ReduceOp.SUM, group=None, async_op=False, p
 
 
 def _reduce_scatter_tensor(output_tensor, tensor, op, group, async_op):
+    sg, name = _shared(group, tensor, op)
+    if sg is not None:
+        sg.reduce_scatter_(output_tensor, list(tensor.reshape(-1).chunk(sg.world)), name)
+        return _shm.DONE
     top, div = _reduction(op, group)
     work = _torch_reduce_scatter_tensor(output_tensor, tensor, op=top, group=group, async_op=async_op)
     return _finish(work, async_op, (lambda: _divide(output_tensor, div)) if div else None)
@@ -155,6 +196,11 @@ def reduce_scatter_tensor(output_tensor, tensor, op=ReduceOp.SUM, group=None, as
 
 
 def _reduce_scatter(output, input_list, op, group, async_op):
+    input_list = list(input_list)
+    sg, name = _shared(group, output, op)
+    if sg is not None:
+        sg.reduce_scatter_(output, input_list, name)
+        return _shm.DONE
     top, div = _reduction(op, group)
     work = dist.reduce_scatter(output, list(input_list), op=top, group=group, async_op=async_op)
     return _finish(work, async_op, (lambda: _divide(output, div)) if div else None)
@@ -176,6 +222,52 @@ def reduce_scatter_fn(output_tensor, tensor, op=ReduceOp.SUM, group=None, async_
                                      debug=debug)
     chunks = list(torch.chunk(tensor.view(-1), dist.get_world_size(group)))
     return reduce_scatter(output_tensor, chunks, op=op, group=group, async_op=async_op, prof=prof, debug=debug)
+
+
+def _reduce_scatter_from(output, sources, sizes, dtype, group, async_op):
+    sg, name = _shared(group, output)
+    if sg is not None:
+        sg.reduce_scatter_from_(output, sources, sizes, name)
+        return _shm.DONE
+    staging = torch.cat([s.reshape(-1).to(dtype) for s in sources]) if len(sources) > 1 else \
+        sources[0].reshape(-1).to(dtype, copy=True)
+    if len(set(sizes)) == 1:
+        work = _reduce_scatter_tensor(output, staging, ReduceOp.SUM, group, async_op)
+    else:
+        work = _reduce_scatter(output, list(staging.split(sizes)), ReduceOp.SUM, group, async_op)
+    return _Keep(work, staging)
+
+
+def reduce_scatter_from(output, sources, sizes, dtype=None, group=None, async_op=False, prof=False,
+                        log_name="reduce_scatter", debug=None):
+    """Sum-reduce-scatter of the concatenation of ``sources`` (any shapes, read as 1-D and cast to
+    ``dtype``, default ``output``'s) cut into per-rank pieces of ``sizes`` (they may differ, even be
+    0): rank ``r`` receives the sum of every rank's piece ``r`` in ``output``. Through shared memory
+    the sources are read where they are; otherwise they are concatenated first. The returned handle
+    keeps the staging buffer alive until waited on. (An extension of DeepSpeed's collectives, used
+    by ZeRO's gradient buckets.)"""
+    sources = list(sources)
+    dtype = dtype or output.dtype
+    if comms_logger.enabled and comms_logger.should_profile("reduce_scatter", log_name, prof):
+        nbytes = sum(sizes) * torch.empty((), dtype=dtype).element_size()
+        return _timed("reduce_scatter", log_name, debug, group, nbytes, _reduce_scatter_from, output, sources,
+                      list(sizes), dtype, group, async_op)
+    return _reduce_scatter_from(output, sources, list(sizes), dtype, group, async_op)
+
+
+def _all_reduce_shared(buffer, scale):
+    buffer.all_reduce_(scale=scale)
+    return _shm.DONE
+
+
+def all_reduce_shared(buffer, scale=1.0, prof=False, log_name="all_reduce", debug=None):
+    """Sum-all-reduce a :class:`deepspeed.comm.shm.SharedBuffer` in place (every rank's tensor is
+    readable by the others, so no staging copy), then multiply by ``scale``. Logged as an
+    all_reduce of the buffer's size."""
+    if comms_logger.enabled and comms_logger.should_profile("all_reduce", log_name, prof):
+        return _timed("all_reduce", log_name, debug, buffer.group.group, _nbytes(buffer.local), _all_reduce_shared,
+                      buffer, scale)
+    return _all_reduce_shared(buffer, scale)
 
 
 # ---------------------------------------------------------------- gathers and scatters
@@ -207,12 +299,24 @@ def all_gather(tensor_list, tensor, group=None, async_op=False, prof=False, log_
     return dist.all_gather(tensor_list, tensor, group, async_op)
 
 
+def _all_gather_into_tensor(output_tensor, tensor, group, async_op):
+    sg, _ = _shared(group, tensor)
+    if sg is not None:
+        sg.all_gather_(output_tensor, tensor)
+        return _shm.DONE
+    # Note: ``tensor`` may be this rank's own slice of ``output_tensor`` (ZeRO's layouts); backends
+    # that write the output while reading the input need a separate copy.
+    if tensor.untyped_storage().data_ptr() == output_tensor.untyped_storage().data_ptr():
+        tensor = tensor.clone()
+    return _torch_all_gather_into_tensor(output_tensor, tensor, group, async_op)
+
+
 def all_gather_into_tensor(output_tensor, tensor, group=None, async_op=False, prof=False,
                            log_name="all_gather_into_tensor", debug=None):
     if comms_logger.enabled and comms_logger.should_profile("all_gather_into_tensor", log_name, prof):
         return _timed("all_gather_into_tensor", log_name, debug, group, _nbytes(output_tensor),
-                      _torch_all_gather_into_tensor, output_tensor, tensor, group, async_op)
-    return _torch_all_gather_into_tensor(output_tensor, tensor, group, async_op)
+                      _all_gather_into_tensor, output_tensor, tensor, group, async_op)
+    return _all_gather_into_tensor(output_tensor, tensor, group, async_op)
 
 
 def allgather_fn(output_tensor, input_tensor, group=None, async_op=False, debug=None):
@@ -224,7 +328,7 @@ def allgather_fn(output_tensor, input_tensor, group=None, async_op=False, debug=
 
 
 def _all_gather_coalesced(output_tensors, input_tensors, group, async_op):
-    works = [_torch_all_gather_into_tensor(out, inp, group, async_op) for out, inp in zip(output_tensors, input_tensors)]
+    works = [_all_gather_into_tensor(out, inp, group, async_op) for out, inp in zip(output_tensors, input_tensors)]
     return _PostWork(works, None) if async_op else None
 
 

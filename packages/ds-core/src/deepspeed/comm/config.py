@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deepspeed.runtime._config_model import DeepSpeedConfigModel
+from deepspeed.config.model import DeepSpeedConfigModel
 
 
 class CommsLoggerConfig(DeepSpeedConfigModel):

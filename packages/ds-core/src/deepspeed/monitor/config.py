@@ -6,7 +6,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from deepspeed.runtime._config_model import DeepSpeedConfigModel
+from deepspeed.config.model import DeepSpeedConfigModel
 
 
 class TensorBoardConfig(DeepSpeedConfigModel):

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from deepspeed.comm.config import CommsLoggerConfig
 from deepspeed.monitor.config import CometConfig, CSVConfig, TensorBoardConfig, WandbConfig
 from deepspeed.profiling.config import DeepSpeedFlopsProfilerConfig
-from deepspeed.runtime._config_model import DeepSpeedConfigModel
+from deepspeed.config.model import DeepSpeedConfigModel
 from deepspeed.runtime.activation_checkpointing.config import DeepSpeedActivationCheckpointingConfig
 from deepspeed.runtime.checkpoint_engine.config import DeepSpeedCheckpointConfig
 from deepspeed.runtime.precision_config import (
@@ -157,8 +157,6 @@ class CoreSections(DeepSpeedConfigModel):
     # optimizer and scheduler
     optimizer: Optional[OptimizerConfig] = None
     scheduler: Optional[SchedulerConfig] = None
-    zero_allow_untested_optimizer: bool = False
-    zero_force_ds_cpu_optimizer: bool = True
 
     # precision
     fp16: DeepSpeedFP16Config = Field(default_factory=DeepSpeedFP16Config)

@@ -3,10 +3,12 @@
     <save_dir>/latest                                   the tag, written last, atomically
     <save_dir>/<tag>/mp_rank_00_model_states.pt         module, optimizer (fp32/fp16), schedule,
                                                         counters, ds_config, client_state keys
-    <save_dir>/<tag>/bf16_zero_pp_rank_<r>_mp_rank_00_optim_states.pt   bf16 master/optimizer state
+    <save_dir>/<tag>/<per-rank files of the optimizer>   e.g. bf16_zero_pp_rank_<r>_mp_rank_00_optim_states.pt
 
-Every file goes through the engine's checkpoint engine (atomic writes, ``weights_only`` loads);
-features add their state through their ``checkpoint_state``/``save_checkpoint_files`` hooks.
+Every file goes through the engine's checkpoint engine (atomic writes, ``weights_only`` loads).
+The optimizer that drives training says what goes under ``"optimizer"`` and which per-rank files
+it needs (:class:`~deepspeed.protocols.optimizer.EngineOptimizer`); features add their state through
+their ``checkpoint_state``/``save_checkpoint_files`` hooks.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ import os
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
-from deepspeed.runtime._precision import MixedPrecisionOptimizer
+import deepspeed.comm as dist
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import atomic_write_bytes
 from deepspeed.utils.logging import logger
 
@@ -36,15 +37,15 @@ def _mp_rank(engine) -> int:
 def _dp_rank(engine) -> int:
     if engine.mpu is not None:
         return engine.mpu.get_data_parallel_rank()
-    return dist.get_rank() if engine._dist else 0
+    return dist.get_rank(engine.data_parallel_group) if engine._dist else 0
 
 
 def model_states_path(ckpt_dir: str, mp_rank: int = 0) -> str:
     return os.path.join(ckpt_dir, f"mp_rank_{mp_rank:02d}_model_states.pt")
 
 
-def bf16_optim_path(ckpt_dir: str, dp_rank: int, mp_rank: int = 0) -> str:
-    return os.path.join(ckpt_dir, f"bf16_zero_pp_rank_{dp_rank}_mp_rank_{mp_rank:02d}_optim_states.pt")
+def _rank_file(ckpt_dir: str, pattern: str, dp_rank: int, mp_rank: int) -> str:
+    return os.path.join(ckpt_dir, pattern.format(dp_rank=dp_rank, mp_rank=mp_rank))
 
 
 def _barrier(engine) -> None:
@@ -65,10 +66,6 @@ def _validate_tag(engine, tag: str) -> None:
         logger.warning(msg)
 
 
-def _uses_separate_optim_file(engine) -> bool:
-    return isinstance(engine.optimizer, MixedPrecisionOptimizer) and engine.bfloat16_enabled()
-
-
 def save(engine, save_dir: str, tag: Any, client_state: dict, save_latest: bool, exclude_frozen: bool) -> bool:
     if tag is None:
         tag = f"global_step{engine.global_steps}"
@@ -81,19 +78,18 @@ def save(engine, save_dir: str, tag: Any, client_state: dict, save_latest: bool,
     _barrier(engine)
     ce.create(tag)
     dp_rank, mp_rank = _dp_rank(engine), _mp_rank(engine)
-    separate = _uses_separate_optim_file(engine)
+    driver = engine._driver
     if dp_rank == 0:
         module_sd = engine.module_state_dict(exclude_frozen_parameters=exclude_frozen)
         # Note: parameters may be views of flat buffers; cloning saves just their own elements.
         module_sd = type(module_sd)((k, v.detach().clone() if torch.is_tensor(v) else v) for k, v in module_sd.items())
-        opt = engine.optimizer
         state = {
             "module": module_sd,
             "buffer_names": [n for n, _ in engine.module.named_buffers()],
-            "optimizer": opt.state_dict() if opt is not None and not engine._feature_optimizer and not separate else None,
-            # Note: ZeRO knows the per-group flat order zero_to_fp32 needs (and ZeRO-3's true shapes).
-            "param_shapes": opt.zero_param_shapes() if hasattr(opt, "zero_param_shapes") else
-            [{n: list(p.shape) for n, p in engine.module.named_parameters() if p.requires_grad}],
+            "optimizer": driver.model_states_entry(),
+            # Note: the optimizer knows the per-group flat order zero_to_fp32 needs (and partitioned
+            # parameters' true shapes).
+            "param_shapes": driver.param_shapes(),
             "frozen_param_shapes": {n: list(p.shape) for n, p in engine.module.named_parameters() if not p.requires_grad}
             if exclude_frozen else None,
             "lr_scheduler": engine.lr_scheduler.state_dict() if engine.lr_scheduler is not None
@@ -107,17 +103,13 @@ def save(engine, save_dir: str, tag: Any, client_state: dict, save_latest: bool,
             "ds_config": engine.config,
             "ds_version": _version(),
         }
-        for feature in engine._features:
-            extra = feature.checkpoint_state(engine)
-            if extra is not None:
-                state[f"ds_feature_{feature.name}"] = extra
+        state.update(engine._features.checkpoint_state(engine))
         state.update(client_state or {})
         ce.save(state, model_states_path(ckpt_dir, mp_rank))
-    if separate:
-        ce.save({"optimizer_state_dict": engine.optimizer.state_dict(), "ds_config": engine.config,
-                 "ds_version": _version()}, bf16_optim_path(ckpt_dir, dp_rank, mp_rank))
-    for feature in engine._features:
-        feature.save_checkpoint_files(engine, save_dir, tag)
+    for pattern, rank_state in driver.rank_files().items():
+        ce.save({**rank_state, "ds_config": engine.config, "ds_version": _version()},
+                _rank_file(ckpt_dir, pattern, dp_rank, mp_rank))
+    engine._features.save_checkpoint_files(engine, save_dir, tag)
     _barrier(engine)
     committed = ce.commit(tag)
     if save_latest and committed and engine.global_rank == 0:
@@ -151,21 +143,22 @@ def load(engine, load_dir: str, tag: Any, strict: bool, load_optimizer_states: b
     sd = ce.load(path, map_location="cpu")
     engine.load_module_state_dict(sd, strict=strict, custom_load_fn=custom_load_fn)
     if not load_module_only:
-        opt = engine.optimizer
-        if load_optimizer_states and opt is not None and not engine._feature_optimizer:
-            if _uses_separate_optim_file(engine):
-                osd = ce.load(bf16_optim_path(ckpt_dir, _dp_rank(engine), _mp_rank(engine)), map_location="cpu")
-                opt.load_state_dict(osd["optimizer_state_dict"])
+        driver = engine._driver
+        if load_optimizer_states:
+            patterns = driver.rank_files()
+            if patterns:
+                dp_rank, mp_rank = _dp_rank(engine), _mp_rank(engine)
+                driver.load_rank_files({p: ce.load(_rank_file(ckpt_dir, p, dp_rank, mp_rank), map_location="cpu")
+                                        for p in patterns})
             elif sd.get("optimizer") is not None:
-                opt.load_state_dict(sd["optimizer"])
+                driver.load_model_states_entry(sd["optimizer"])
         if load_lr_scheduler_states and engine.lr_scheduler is not None and sd.get("lr_scheduler") is not None:
             engine.lr_scheduler.load_state_dict(sd["lr_scheduler"])
         engine.global_steps = sd["global_steps"]
         engine.global_samples = sd.get("global_samples", engine.global_steps * engine.train_batch_size())
         engine.skipped_steps = sd["skipped_steps"]
         engine.loaded_checkpoint_dp_world_size = sd.get("dp_world_size")
-    for feature in engine._features:
-        feature.load_checkpoint_state(engine, sd.get(f"ds_feature_{feature.name}"), load_dir, str(tag),
-                                      load_optimizer_states=load_optimizer_states, load_module_only=load_module_only)
+    engine._features.load_checkpoint_state(engine, sd, load_dir, str(tag), load_optimizer_states=load_optimizer_states,
+                                           load_module_only=load_module_only)
     client_state = {k: v for k, v in sd.items() if k not in DS_KEYS and not k.startswith("ds_feature_")}
     return path, client_state

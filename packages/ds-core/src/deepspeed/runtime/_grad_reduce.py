@@ -13,22 +13,50 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+import deepspeed.comm as ds_comm
 from deepspeed.comm import shm as _shm
+from deepspeed.runtime import grad_buckets
+from deepspeed.runtime.grad_buckets import Bucket, BucketCollective, BucketReducer
 
 
-class _Bucket:
-    __slots__ = ("buffer", "comm", "size", "pending", "ready", "work", "scaled")
+class _Slice:
+    """One bucket's piece of a flat gradient buffer (and its copy in the communication dtype)."""
 
-    def __init__(self, buffer: torch.Tensor, size: int, comm_dtype: torch.dtype | None):
+    __slots__ = ("buffer", "comm")
+
+    def __init__(self, buffer: torch.Tensor, comm_dtype: torch.dtype | None):
         self.buffer = buffer
-        self.size = size
         self.comm = None if comm_dtype is None or comm_dtype == buffer.dtype else torch.empty_like(buffer, dtype=comm_dtype)
-        self.pending = size
-        self.ready = False
-        self.work = None
-        self.scaled = False
+
+
+class _AllReduceSlices(BucketCollective):
+    """All-reduce of a bucket's flat slice, averaged as the reducer's options say."""
+
+    def __init__(self, reducer: "GradientReducer"):
+        self.reducer = reducer
+
+    def launch(self, bucket: Bucket) -> Any:
+        r, piece = self.reducer, bucket.payload
+        t = piece.buffer
+        if piece.comm is not None:
+            piece.comm.copy_(t)
+            t = piece.comm
+        if r.average:
+            if r.prescale:
+                t.mul_(1.0 / r.world_size)
+            elif r.predivide != 1.0:
+                t.mul_(1.0 / r.predivide)
+        return ds_comm.all_reduce(t, group=r.group, async_op=True)
+
+    def complete(self, bucket: Bucket, work: Any) -> None:
+        piece = bucket.payload
+        work.wait()
+        if piece.comm is not None:
+            piece.buffer.copy_(piece.comm)
+        factor = self.reducer._post_factor()
+        if factor != 1.0:
+            piece.buffer.mul_(factor)
 
 
 class GradientReducer:
@@ -44,7 +72,7 @@ class GradientReducer:
     """
 
     def __init__(self, params: list[torch.nn.Parameter], group: Any = None, world_size: int = 1,
-                 bucket_numel: int = 500_000_000, predivide: float = 1.0, prescale: bool = False,
+                 bucket_numel: int | None = None, predivide: float = 1.0, prescale: bool = False,
                  comm_dtype: torch.dtype | None = None, average: bool = True,
                  accum_dtype: torch.dtype | None = None):
         self.params = list(params)
@@ -56,9 +84,9 @@ class GradientReducer:
         self.flats: list[torch.Tensor] = []
         self.views: list[torch.Tensor] = []
         self.order: list[torch.nn.Parameter] = []
-        self.buckets: list[_Bucket] = []
+        bucket_numel = grad_buckets.bucket_numel(bucket_numel)
+        buckets: list[tuple[list, _Slice]] = []
         self._reducing = False
-        self._next = 0
         self._hooks = []
 
         self.accumulating = accum_dtype is not None and any(p.dtype != accum_dtype for p in self.params)
@@ -73,7 +101,6 @@ class GradientReducer:
         self._shared: list = []
         if group is not None and world_size > 1 and all(p.device.type == "cpu" for p in self.params):
             self._shm = _shm.for_group(group)
-        bucket_of: dict[int, int] = {}
         for dtype, ps in by_dtype.items():
             device = ps[0].device
             numel = sum(p.numel() for p in ps)
@@ -86,7 +113,7 @@ class GradientReducer:
             else:
                 flat = torch.zeros(numel, dtype=dtype, device=device)
             self.flats.append(flat)
-            off, start, count = 0, 0, 0
+            off, start, members = 0, 0, []
             for i, p in enumerate(ps):
                 n = p.numel()
                 view = flat[off:off + n].view_as(p)
@@ -95,34 +122,37 @@ class GradientReducer:
                 p.grad = None if self.accumulating else view
                 self.views.append(view)
                 self.order.append(p)
-                bucket_of[id(p)] = len(self.buckets)
+                members.append(p)
                 off += n
-                count += 1
                 if off - start >= bucket_numel or i == len(ps) - 1:
-                    self.buckets.append(_Bucket(flat[start:off], count, comm_dtype))
-                    start, count = off, 0
+                    buckets.append((members, _Slice(flat[start:off], comm_dtype)))
+                    start, members = off, []
         self._view_of = {id(p): v for p, v in zip(self.order, self.views)}
         if len(self._shared) != len(self.flats):
             self._shared = []  # some flat is private: every bucket takes the slot-based path
+        # Note: buckets are launched strictly in index order so every rank issues the same
+        # sequence of collectives even when gradients become ready in a different order; all of
+        # them may be in flight at once (they are slices of buffers that persist anyway).
+        self.buckets = BucketReducer(_AllReduceSlices(self), buckets, ordered=True, max_in_flight=len(buckets))
+        # Note: shared-memory reductions are synchronous and run on this thread, so launching them
+        # early overlaps nothing and makes the ranks meet once per bucket (each meeting costs the
+        # ranks' current skew); with shared memory every bucket is reduced when backward ends.
+        self._defer = self._shm is not None
         if (group is not None and world_size > 1) or self.accumulating:
             for p in self.order:
-                self._hooks.append(p.register_post_accumulate_grad_hook(self._make_hook(bucket_of[id(p)], self._view_of[id(p)])))
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._make_hook(self._view_of[id(p)])))
 
     # -- the hot path ---------------------------------------------------------------------
 
-    def _make_hook(self, index: int, view: torch.Tensor):
-        bucket = self.buckets[index]
+    def _make_hook(self, view: torch.Tensor):
+        buckets = self.buckets
 
         if self.accumulating:
             def accumulate(p: torch.Tensor) -> None:
                 view.add_(p.grad)
                 p.grad = None
-                if not self._reducing:
-                    return
-                bucket.pending -= 1
-                if bucket.pending == 0:
-                    bucket.ready = True
-                    self._launch_ready()
+                if self._reducing and not self._defer:
+                    buckets.ready(p)
 
             return accumulate
 
@@ -133,56 +163,16 @@ class GradientReducer:
                 # made a fresh tensor; fold it back into the flat buffer and restore the view.
                 view.copy_(g)
                 p.grad = view
-            if not self._reducing:
-                return
-            bucket.pending -= 1
-            if bucket.pending == 0:
-                bucket.ready = True
-                self._launch_ready()
+            if self._reducing and not self._defer:
+                buckets.ready(p)
 
         return hook
-
-    def _launch_ready(self, final: bool = False) -> None:
-        # Note: shared-memory reductions are synchronous and run on this thread, so launching
-        # them early overlaps nothing and makes the ranks meet once per bucket (each meeting
-        # costs the ranks' current skew); they all run when the backward pass ends instead.
-        if self._shm is not None and not final:
-            return
-        # Note: buckets are launched strictly in index order so every rank issues the same
-        # sequence of collectives even when gradients become ready in a different order.
-        buckets = self.buckets
-        while self._next < len(buckets) and buckets[self._next].ready:
-            self._launch(buckets[self._next])
-            self._next += 1
-
-    def _launch(self, b: _Bucket) -> None:
-        t = b.buffer
-        if b.comm is not None:
-            b.comm.copy_(t)
-            t = b.comm
-        if self.average:
-            if self.prescale:
-                t.mul_(1.0 / self.world_size)
-            elif self.predivide != 1.0:
-                t.mul_(1.0 / self.predivide)
-        if self._shm is not None:
-            factor = self._post_factor()
-            b.scaled = b.comm is None and factor != 1.0
-            self._shm.all_reduce_(t, scale=factor if b.scaled else 1.0)
-            b.work = _shm.DONE
-            return
-        b.work = dist.all_reduce(t, group=self.group, async_op=True)
 
     def prepare(self, reduce: bool) -> None:
         """Before a backward pass: arm the hooks when this backward ends an accumulation window."""
         self._reducing = reduce and self.group is not None and self.world_size > 1
         if self._reducing:
-            self._next = 0
-            for b in self.buckets:
-                b.pending = b.size
-                b.ready = False
-                b.work = None
-                b.scaled = False
+            self.buckets.reset()
 
     def finish(self) -> None:
         """After the backward pass: re-attach the views, launch what is left (unused parameters),
@@ -195,19 +185,7 @@ class GradientReducer:
         if self._shared:
             self._reduce_shared()
             return
-        for b in self.buckets:
-            b.ready = True
-        self._launch_ready(final=True)
-        for b in self.buckets:
-            b.work.wait()
-            if b.comm is not None:
-                b.buffer.copy_(b.comm)
-            b.work = None
-        factor = self._post_factor()
-        if factor != 1.0:
-            for b in self.buckets:
-                if not b.scaled:
-                    b.buffer.mul_(factor)
+        self.buckets.flush()
 
     def _reduce_shared(self) -> None:
         if self.average:
@@ -217,7 +195,7 @@ class GradientReducer:
                     flat.mul_(pre)
         factor = self._post_factor()
         for sb in self._shared:
-            sb.all_reduce_(scale=factor)
+            ds_comm.all_reduce_shared(sb, scale=factor)
 
     def _post_factor(self) -> float:
         """What the summed gradients are multiplied by after the collective."""

@@ -3,8 +3,8 @@
 DeepSpeed's rules: ``adam``/``adamw`` read ``torch_adam`` (use torch's Adam/AdamW instead of
 FusedAdam) and ``adam_w_mode`` (default true: decoupled weight decay, i.e. AdamW, even for
 ``"Adam"``); ``adamw`` always uses decoupled weight decay. ``adagrad``, ``lamb`` and ``lion`` map
-to their DeepSpeed optimizers; with ZeRO-Offload (``offload_optimizer.device`` cpu/nvme and
-``zero_force_ds_cpu_optimizer``) Adam, Adagrad and Lion use the DeepSpeedCPU* versions. Any other
+to their DeepSpeed optimizers; when the optimizer steps in host memory (a feature says so through
+its ``optimizer_device`` hook) Adam, Adagrad and Lion use the DeepSpeedCPU* versions. Any other
 name is looked up case-insensitively in ``torch.optim`` (``SGD``, ``RMSprop``...).
 """
 
@@ -17,12 +17,6 @@ import torch
 from deepspeed.utils.logging import logger
 
 ADAM, ADAMW, ADAGRAD, LAMB, LION = "adam", "adamw", "adagrad", "lamb", "lion"
-
-# Optimizer classes ZeRO is tested with (by class name, so core need not import them).
-ZERO_SUPPORTED_OPTIMIZERS = {
-    "Adam", "AdamW", "FusedAdam", "DeepSpeedCPUAdam", "FusedLamb", "DeepSpeedCPUAdagrad", "Adagrad",
-    "FusedLion", "DeepSpeedCPULion", "OnebitAdam", "OnebitLamb", "ZeroOneAdam",
-}
 
 
 def _ops(module: str, name: str):
@@ -60,16 +54,6 @@ class _Lion(torch.optim.Optimizer):
         return loss
 
 
-def _offload_device(param_dict: dict) -> str:
-    zero = param_dict.get("zero_optimization") or {}
-    if not isinstance(zero, dict):
-        return "none"
-    off = zero.get("offload_optimizer") or {}
-    if zero.get("cpu_offload"):
-        return "cpu"
-    return str(off.get("device", "none")).lower() if isinstance(off, dict) else "none"
-
-
 def _cpu_fused(params: dict, model_parameters: list) -> dict:
     """``params`` with ``fused=True`` when every parameter is a floating-point CPU tensor and the
     config picked no implementation: torch's fused CPU Adam/AdamW applies the same update in one
@@ -87,16 +71,19 @@ def _cpu_fused(params: dict, model_parameters: list) -> dict:
     return params
 
 
-def build_optimizer(name: str, params: dict | None, model_parameters: Any, config: Any = None) -> torch.optim.Optimizer:
-    """Instantiate the config's optimizer over ``model_parameters`` (tensors or param groups)."""
+def build_optimizer(name: str, params: dict | None, model_parameters: Any,
+                    host_optimizer: bool = False) -> torch.optim.Optimizer:
+    """Instantiate the config's optimizer over ``model_parameters`` (tensors or param groups).
+
+    ``host_optimizer``: the optimizer steps in host memory (a feature's ``optimizer_device`` hook
+    answered "cpu"), so Adam, Adagrad and Lion use their DeepSpeedCPU* versions."""
     params = dict(params or {})
     if "max_grad_norm" in params:
         raise ValueError(
             "'max_grad_norm' is not supported as an optimizer parameter, please switch to using the deepspeed "
             "parameter 'gradient_clipping' see: https://www.deepspeed.ai/docs/config-json/#gradient-clipping"
         )
-    param_dict = getattr(config, "_param_dict", {}) or {}
-    use_cpu = _offload_device(param_dict) in ("cpu", "nvme") and getattr(config, "zero_force_ds_cpu_optimizer", True)
+    use_cpu = host_optimizer
     lname = name.lower()
     if lname in (ADAM, ADAMW):
         torch_adam = params.pop("torch_adam", False)
@@ -138,18 +125,3 @@ def build_optimizer(name: str, params: dict | None, model_parameters: Any, confi
             "nor a torch.optim class; fix the name or pass an optimizer object to deepspeed.initialize"
         )
     return getattr(torch.optim, torch_names[lname])(model_parameters, **params)
-
-
-def check_zero_optimizer(optimizer: Any, config: Any) -> None:
-    """ZeRO (stage > 0) only runs with tested optimizers unless ``zero_allow_untested_optimizer``."""
-    if getattr(config, "zero_optimization_stage", 0) <= 0 or optimizer is None:
-        return
-    inner = getattr(optimizer, "optimizer", optimizer)
-    if type(inner).__name__ in ZERO_SUPPORTED_OPTIMIZERS:
-        return
-    if not getattr(config, "zero_allow_untested_optimizer", False):
-        raise NotImplementedError(
-            f"You are using an untested ZeRO Optimizer ({type(inner).__name__}). Please add "
-            '<"zero_allow_untested_optimizer": true> in the configuration file to use it.'
-        )
-    logger.warning(f"**** You are using ZeRO with an untested optimizer ({type(inner).__name__}), proceed with caution *****")

@@ -12,12 +12,9 @@ from typing import Any
 
 import torch
 
-from deepspeed.runtime.base_optimizer import DeepSpeedOptimizer
+from deepspeed.protocols.optimizer import DeepSpeedOptimizer
 from deepspeed.runtime.fp16.loss_scaler import LossScalerBase
-
-
-def _clip_coef(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
-    return torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+from deepspeed.runtime.utils import clip_coefficient
 
 
 class MixedPrecisionOptimizer(DeepSpeedOptimizer):
@@ -94,7 +91,7 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
                 self.lp_grads.zero_()
                 return False
         if self.clip_grad > 0:
-            g.mul_(_clip_coef(norm, self.clip_grad))
+            g.mul_(clip_coefficient(norm, self.clip_grad))
         self.optimizer.step()
         with torch.no_grad():
             self.lp_flat.copy_(self.fp32_flat)

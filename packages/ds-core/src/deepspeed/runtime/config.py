@@ -18,11 +18,11 @@ from typing import Any, Callable, Optional, Union
 
 from pydantic import Field, create_model
 
-from deepspeed import _plugins
+from deepspeed import _providers
 from deepspeed.comm.config import DeepSpeedCommsConfig
 from deepspeed.monitor.config import DeepSpeedMonitorConfig
 from deepspeed.runtime import _batch
-from deepspeed.runtime._config_model import AUTO, DeepSpeedConfigModel, _is_auto, validate_model
+from deepspeed.config.model import AUTO, DeepSpeedConfigModel, _is_auto, validate_model
 from deepspeed.runtime._config_sections import CoreSections
 from deepspeed.runtime.checkpoint_engine.config import ValidationMode
 from deepspeed.runtime.precision_config import torch_dtype
@@ -53,7 +53,8 @@ ADAM_W_MODE_DEFAULT = True
 
 
 class DeepSpeedConfigError(ValueError):
-    """A ds_config that cannot be used (DeepSpeed's name; a ValueError here)."""
+    """A ds_config that cannot be used (DeepSpeed's name). Every problem found while parsing is
+    listed, one per line, each naming the dotted key; a ValueError, so ``except ValueError`` works."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,70 +62,40 @@ class DeepSpeedConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _enabled_false(section: Any) -> bool:
-    return section in (None, False, {}) or (isinstance(section, dict) and not section.get("enabled", False))
+def _lookup(section: Any, root: dict, path: str) -> list:
+    """Values at ``path`` (see :class:`deepspeed.protocols.Cond`); ``*`` fans out over a level."""
+    if path.startswith("/"):
+        current, parts = [root], path.strip("/").split("/")
+    else:
+        current, parts = [section], [p for p in path.split("/") if p]
+    for part in parts:
+        nxt = []
+        for value in current:
+            if not isinstance(value, dict):
+                nxt.append(None)
+            elif part == "*":
+                nxt.extend(value.values())
+            else:
+                nxt.append(value.get(part))
+        current = nxt
+    return current
 
 
-def _zero_inert(section: Any, _root: dict) -> bool:
-    if isinstance(section, bool) or section is None:
-        return not section
-    return isinstance(section, dict) and int(section.get("stage", 0) or 0) == 0
-
-
-def _aio_inert(_section: Any, root: dict) -> bool:
-    # Note: Lightning writes an `aio` block into every config it generates; it only matters when
-    # something offloads to NVMe, so without ds-aio it is inert unless an offload device is nvme.
-    zero = root.get("zero_optimization")
-    if not isinstance(zero, dict):
-        return True
-    return all(
-        not (isinstance(zero.get(k), dict) and str(zero[k].get("device", "")).lower() == "nvme")
-        for k in ("offload_param", "offload_optimizer")
-    )
-
-
-def _compression_inert(section: Any, _root: dict) -> bool:
-    if section in (None, {}):
-        return True
-    if not isinstance(section, dict):
+def section_matters(conditions: tuple, section: Any, root: dict) -> bool:
+    """Does a section of an uninstalled feature matter? (:class:`deepspeed.protocols.SectionUse`)"""
+    if not conditions:
         return False
-    for technique in section.values():
-        shared = technique.get("shared_parameters", {}) if isinstance(technique, dict) else {}
-        if isinstance(shared, dict) and shared.get("enabled", False):
-            return False
-    return True
-
-
-def _tensor_parallel_inert(section: Any, _root: dict) -> bool:
-    if section in (None, {}):
-        return True
-    if not isinstance(section, dict):
+    if section is None or section is False or section == {}:
         return False
-    tp = section.get("tensor_parallel") or section.get("tp") or {}
-    sizes = [section.get("autotp_size"), tp.get("tp_size") if isinstance(tp, dict) else None]
-    return all(s in (None, 0, 1) or _is_auto(s) for s in sizes)
+    if section is True:
+        return True
+    for path, op, values in conditions:
+        found = _lookup(section, root, path)
+        hit = any(v in values for v in found) if op == "in" else any(v not in values for v in found)
+        if hit:
+            return True
+    return False
 
-
-def _empty(section: Any, _root: dict) -> bool:
-    return section in (None, False, {})
-
-
-# key -> (distribution that provides it, "is this section inert?")
-# Note: keep this table in sync with the feature packages' config_sections(); it is what lets a
-# user without the package get "pip install ds-zero" instead of "unknown key".
-SECTION_PROVIDERS: dict[str, tuple[str, Callable[[Any, dict], bool]]] = {
-    "zero_optimization": ("ds-zero", _zero_inert),
-    "pipeline": ("ds-pipe", _empty),
-    "aio": ("ds-aio", _aio_inert),
-    "compression_training": ("ds-compression", _compression_inert),
-    "weight_quantization": ("ds-compression", _empty),
-    "quantize_training": ("ds-compression", lambda s, r: _enabled_false(s)),
-    "moe": ("ds-moe", lambda s, r: _enabled_false(s)),
-    "expert_parallel": ("ds-moe", lambda s, r: _enabled_false(s)),
-    "tensor_parallel": ("ds-inference", _tensor_parallel_inert),
-    "nebula": ("ds-checkpoint", lambda s, r: _enabled_false(s)),
-    "datastates_ckpt": ("ds-checkpoint", lambda s, r: _enabled_false(s)),
-}
 
 # Keys renamed before validation: legacy spelling -> current key.
 _RENAMED = {
@@ -150,21 +121,11 @@ _UNSUPPORTED: list[tuple[str, Callable[[Any], bool], str]] = [
     ("managed_gradient_accumulation", bool, "managed gradient accumulation is not implemented"),
 ]
 
-_PIPELINE_DEFAULTS = {
-    "stages": "auto",
-    "partition": "best",
-    "seed_layers": False,
-    "activation_checkpoint_interval": 0,
-    "pipe_partitioned": True,
-    "grad_partitioned": True,
-}
-
-
 class _RootBase(CoreSections):
     @classmethod
     def _extra_key_names(cls) -> list[str]:
         # candidates for did-you-mean even when the owning package is not installed
-        return list(SECTION_PROVIDERS) + list(_RENAMED)
+        return list(_providers.SECTIONS) + list(_RENAMED)
 
     def __reduce__(self):
         # Note: the root class is built at run time from the installed features, so pickle cannot
@@ -173,38 +134,23 @@ class _RootBase(CoreSections):
 
 
 def _unpickle_root(data: dict) -> "_RootBase":
-    return _root_model(_feature_sections()[0]).model_validate(data)
+    from deepspeed import _features
+
+    return _root_model(_features.installed().config_sections(CoreSections.model_fields)[0]).model_validate(data)
 
 
 _root_cache: dict[tuple, type] = {}
 
 
-def _feature_sections() -> tuple[dict[str, type], dict[str, str]]:
-    """Sections registered by installed feature packages, and installed distribution names."""
-    sections: dict[str, type] = {}
-    owners: dict[str, str] = {}
-    for name, plugin in _plugins.features().items():
-        owners[plugin.distribution] = name
-        feature = plugin.load()
-        for key, model in (feature.config_sections() or {}).items():
-            if key in CoreSections.model_fields:
-                raise RuntimeError(
-                    f"{plugin.distribution} {plugin.version} registers ds_config section '{key}', "
-                    f"which ds-core owns. Fix: upgrade {plugin.distribution} or ds-core."
-                )
-            if key in sections:
-                raise RuntimeError(
-                    f"two feature packages register ds_config section '{key}' "
-                    f"(the second is {plugin.distribution}). Fix: uninstall one of them."
-                )
-            sections[key] = model
-    return sections, owners
-
-
 def _root_model(sections: dict[str, type]) -> type:
-    key = tuple(sorted((k, id(m)) for k, m in sections.items()))
+    key = tuple(sorted((k, repr(m) if isinstance(m, tuple) else id(m)) for k, m in sections.items()))
     if key not in _root_cache:
-        fields = {k: (m, Field(default_factory=m)) for k, m in sections.items()}
+        fields = {}
+        for k, m in sections.items():
+            if isinstance(m, tuple):  # a scalar key: (type, default)
+                fields[k] = (m[0], Field(m[1]))
+            else:
+                fields[k] = (m, Field(default_factory=m))
         _root_cache[key] = create_model("DeepSpeedConfigRoot", __base__=_RootBase, **fields)
     return _root_cache[key]
 
@@ -302,7 +248,12 @@ class DeepSpeedConfig:
     """
 
     def __init__(self, config: Union[str, dict, os.PathLike], mpu: Any = None, mesh_device: Any = None,
-                 world_size: Optional[int] = None):
+                 world_size: Optional[int] = None, features: Any = None):
+        if features is None:
+            from deepspeed import _features
+
+            features = _features.installed()
+        self._features = features
         raw = _load(config)
         param_dict, autos = _strip_auto(raw)
         for dotted in autos:
@@ -316,31 +267,21 @@ class DeepSpeedConfig:
                                   f"name of '{new}', keep only '{new}'")
                 else:
                     param_dict[new] = param_dict.pop(old)
-        if isinstance(param_dict.get("zero_optimization"), bool):
-            logger.warning("ds_config: a boolean 'zero_optimization' is deprecated; use "
-                           "{\"zero_optimization\": {\"stage\": 1}} (true) or {\"stage\": 0} (false)")
-            stage = 1 if param_dict["zero_optimization"] else 0
-            section: dict[str, Any] = {"stage": stage}
-            if "allgather_size" in param_dict:
-                size = param_dict.pop("allgather_size")
-                if stage:
-                    section["allgather_bucket_size"] = size
-            param_dict["zero_optimization"] = section
 
-        sections, installed = _feature_sections()
+        sections, installed = features.config_sections(CoreSections.model_fields)
         to_validate = dict(param_dict)
-        self._unvalidated: dict[str, Any] = {}
-        for key, (dist, inert) in SECTION_PROVIDERS.items():
+        for key, (dist, conditions) in _providers.SECTIONS.items():
             if key not in to_validate or key in sections:
                 continue
             value = to_validate.pop(key)
-            if dist in installed:
-                # Note: the package is installed but does not (yet) register a schema for the
-                # section; keep it as given rather than reject it as unknown.
-                logger.warning(f"ds_config.{key}: {dist} does not validate this section; it is passed on unchecked")
-                self._unvalidated[key] = value
-            elif inert(value, param_dict):
-                logger.info(f"ds_config.{key} is ignored: it is disabled, and {dist} (which provides it) is not installed")
+            if not section_matters(conditions, value, param_dict):
+                # Note: a warning when the section sets keys (they do nothing here), else a log line.
+                log = logger.warning if isinstance(value, dict) and len(value) > 1 else logger.info
+                log(f"ds_config.{key} is ignored: it is disabled, and {dist} (which provides it) "
+                    f"{'does not implement it yet' if dist in installed else 'is not installed'}")
+            elif dist in installed:
+                errors.append(f"ds_config.{key} is not implemented by the installed {dist} yet; remove the "
+                              f"section (or disable it) to train without it, or upgrade {dist}")
             else:
                 errors.append(f"ds_config.{key} needs {dist}: pip install {dist}")
 
@@ -351,7 +292,7 @@ class DeepSpeedConfig:
             errors.extend(str(exc).splitlines())
             self.model = None
         if errors:
-            raise ValueError("\n".join(errors))
+            raise DeepSpeedConfigError("\n".join(errors))
 
         self._param_dict = param_dict
         self._check()
@@ -360,7 +301,10 @@ class DeepSpeedConfig:
         self.global_rank = _global_rank()
         self.world_size = _batch.dp_world_size(world_size, mpu, mesh_device, self.model.sequence_parallel_size)
         self._set_flat_attributes()
+        self._set_feature_attributes()
         self._configure_train_batch_size(autos)
+        features.validate_config(self)
+        self._check_partitioned_precision()
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -373,18 +317,18 @@ class DeepSpeedConfig:
                 "ds_config.elasticity.enabled=true: elastic training is not implemented; "
                 "set elasticity.enabled to false or remove the section"
             )
-        zero = getattr(m, "zero_optimization", None)
-        stage = int(getattr(zero, "stage", 0) or 0)
-        if m.gradient_allreduce_op == "sum" and stage == 3:
-            raise ValueError("ds_config: gradient_allreduce_op='sum' is not supported with zero_optimization.stage 3; "
-                             "use 'mean'")
+        if m.bf16.bf16_optimizer_states and not m.bf16.bf16_master_weights_and_grads:
+            raise ValueError("ds_config: bf16.bf16_optimizer_states=true needs bf16.bf16_master_weights_and_grads=true")
+
+    def _check_partitioned_precision(self) -> None:
+        m = self.model
         for flag, name in ((m.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads"),
                            (m.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads"),
                            (m.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states")):
-            if flag and stage not in (1, 2, 3):
-                raise ValueError(f"ds_config: {name}=true needs zero_optimization.stage 1, 2 or 3 (stage is {stage})")
-        if m.bf16.bf16_optimizer_states and not m.bf16.bf16_master_weights_and_grads:
-            raise ValueError("ds_config: bf16.bf16_optimizer_states=true needs bf16.bf16_master_weights_and_grads=true")
+            if flag and not self._features.active(self):
+                raise DeepSpeedConfigError(
+                    f"ds_config: {name}=true is implemented only by an optimizer that partitions model states "
+                    "(ZeRO stages 1-3, from ds-zero), and no such feature is in use for this config; remove the key")
 
     def _warn_unsupported(self) -> None:
         for dotted, is_on, what in _UNSUPPORTED:
@@ -438,12 +382,6 @@ class DeepSpeedConfig:
         self.sparse_gradients_enabled = m.sparse_gradients
         self.managed_gradient_accumulation = m.managed_gradient_accumulation
 
-        zero = getattr(m, "zero_optimization", None)
-        self.zero_config = zero
-        self.zero_optimization_stage = int(getattr(zero, "stage", 0) or 0)
-        self.zero_enabled = self.zero_optimization_stage > 0
-        self.mics_shard_size = getattr(zero, "mics_shard_size", -1)
-        self.mics_hierarchial_params_gather = getattr(zero, "mics_hierarchical_params_gather", False)
 
         self.activation_checkpointing_config = m.activation_checkpointing
         self.comms_config = DeepSpeedCommsConfig(self._param_dict)
@@ -477,8 +415,6 @@ class DeepSpeedConfig:
         self.optimizer_name = name
         self.optimizer_params = opt.params if opt is not None and name is not None else None
         self.optimizer_legacy_fusion = opt.legacy_fusion if opt is not None else False
-        self.zero_allow_untested_optimizer = m.zero_allow_untested_optimizer
-        self.zero_force_ds_cpu_optimizer = m.zero_force_ds_cpu_optimizer
         sch = m.scheduler
         self.scheduler_name = sch.type if sch is not None else None
         self.scheduler_params = sch.params if sch is not None and sch.type is not None else None
@@ -526,20 +462,16 @@ class DeepSpeedConfig:
         self.log_level = m.log_level
         self.vocabulary_size = m.vocabulary_size
 
-        # Sections of feature packages, under DeepSpeed's attribute names (None when absent).
-        pipe = getattr(m, "pipeline", None)
-        self.pipeline = dict(_PIPELINE_DEFAULTS, **(pipe.model_dump() if pipe is not None else {}))
-        aio = getattr(m, "aio", None)
-        self.aio_config = aio.model_dump() if aio is not None else None
-        comp = getattr(m, "compression_training", None)
-        self.compression_config = comp.model_dump() if comp is not None else None
-        self.weight_quantization_config = getattr(m, "weight_quantization", None) or \
-            self._unvalidated.get("weight_quantization")
-        self.quantize_training_config = getattr(m, "quantize_training", None)
-        self.tensor_parallel_config = getattr(m, "tensor_parallel", None) or self._unvalidated.get("tensor_parallel")
-        self.expert_parallel_config = getattr(m, "expert_parallel", None) or self._unvalidated.get("expert_parallel")
-        self.nebula_config = getattr(m, "nebula", None) or self._unvalidated.get("nebula")
-        self.datastates_config = getattr(m, "datastates_ckpt", None) or self._unvalidated.get("datastates_ckpt")
+        self.reduce_bucket_size = None  # the engine's default bucket size (a partitioning feature may set it)
+
+    def _set_feature_attributes(self) -> None:
+        """DeepSpeed's flat attribute names of feature sections: each installed feature's values over
+        the documented 'absent' value of every attribute the provider table lists."""
+        for attributes in _providers.ATTRIBUTES.values():
+            for name, value in attributes.items():
+                setattr(self, name, copy.deepcopy(value))
+        for name, value in self._features.config_attributes(self).items():
+            setattr(self, name, value)
 
     # -- printing ---------------------------------------------------------------------------
 
@@ -551,7 +483,7 @@ class DeepSpeedConfig:
         """Log every attribute, then the user's config as JSON (DeepSpeed's format)."""
         logger.info(f"{name}:")
         for arg in sorted(vars(self)):
-            if arg in ("_param_dict", "model", "_unvalidated"):
+            if arg in ("_param_dict", "model", "_features"):
                 continue
             dots = "." * (29 - len(arg))
             logger.info(f"  {arg} {dots} {getattr(self, arg)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepspeed.runtime._config_model import DeepSpeedConfigModel
+from deepspeed.config.model import DeepSpeedConfigModel
 
 __all__ = ["DeepSpeedConfigModel", "get_scalar_param", "get_list_param", "get_dict_param",
            "dict_raise_error_on_duplicate_keys", "pp_int"]

@@ -1,44 +1,81 @@
-"""``DeepSpeedEngine``: the training engine without ZeRO (DESIGN §5).
+"""``DeepSpeedEngine``: the training engine (DESIGN §5).
 
-It owns data-parallel gradient reduction (:mod:`._grad_reduce`), gradient accumulation,
-clipping, mixed precision (:mod:`._precision`), optimizers and LR schedules from the config,
-checkpoints (:mod:`._engine_checkpoint`) and progress logs. Features plug in only through the
-hooks of :class:`deepspeed.runtime.feature.DeepSpeedFeature`; this module never names one.
+The engine owns the training loop's bookkeeping (gradient accumulation, LR schedules, counters,
+checkpoints, progress logs) and talks to exactly one
+:class:`~deepspeed.protocols.optimizer.EngineOptimizer` for everything that touches gradients:
+its own :class:`~deepspeed.runtime._data_parallel.DataParallelOptimizer`, or the one a feature's
+``wrap_optimizer`` hook returned (ZeRO). It calls features only through their hooks
+(:mod:`deepspeed.protocols.feature`, composed by :mod:`deepspeed._features`) and never names one.
+
+Extending the engine (a subclass such as a pipeline engine): the constructor runs these protected
+steps in this order, and a subclass may override any of them (call ``super()`` to keep the default):
+
+=================================  ==================================================================
+step                               default
+=================================  ==================================================================
+``_init_distributed(required)``    adopt or start torch.distributed (launcher environment)
+``_configure_config(config)``      parse the ds_config (:class:`DeepSpeedConfig`), comms logger
+``_configure_topology()``          ``self.topology``: the process groups of every dimension
+``_configure_model(model)``        features' ``transform_model`` chain, then move/cast, broadcast
+``_configure_optimizer(params)``   basic optimizer, features' ``wrap_optimizer`` chain, and the
+                                   engine's data-parallel optimizer when no feature took over
+``_configure_lr_scheduler()``      config or client schedule
+``_configure_dataloader()``        ``training_data`` -> ``self.training_dataloader``
+``_configure_checkpointing()``     checkpoint engine (feature or default), activation checkpointing
+``_configure_monitoring()``        timers, throughput, flops profiler, monitors
+=================================  ==================================================================
+
+In the loop, ``forward``, ``backward`` and ``step`` are public; ``_take_model_step(lr_kwargs)`` is
+the boundary step (optimizer, schedule, counters) a subclass may wrap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import types
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+import deepspeed.comm as ds_comm
 from deepspeed.accelerator import get_accelerator
+from deepspeed.comm import topology as _topology
+from deepspeed.protocols.optimizer import EngineOptimizer
 from deepspeed.runtime import _engine_checkpoint
+from deepspeed.runtime._data_parallel import DataParallelOptimizer
 from deepspeed.runtime._grad_reduce import GradientReducer
-from deepspeed.runtime._optim_factory import build_optimizer, check_zero_optimizer
-from deepspeed.runtime._precision import MixedPrecisionOptimizer, _clip_coef
+from deepspeed.runtime._optim_factory import build_optimizer
+from deepspeed.runtime._precision import MixedPrecisionOptimizer
 from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
 from deepspeed.runtime.lr_schedules import _build_schedule
 from deepspeed.utils.logging import log_dist, logger
-
-# Note: without ZeRO, when ``zero_optimization.reduce_bucket_size`` is not given, gradients are
-# reduced in buckets of 1M elements (DeepSpeed's 5e8 default would make one bucket, launched only
-# after the whole backward: no overlap). On the tiny-GPT benchmark 1M-element buckets overlap the
-# all-reduce with the backward and beat both one bucket and DDP's 25 MiB buckets.
-_DEFAULT_REDUCE_BUCKET = 1_000_000
-
 
 #: Type hints DeepSpeed exposes for ``initialize``'s callables.
 DeepSpeedOptimizerCallable = Any
 DeepSpeedSchedulerCallable = Any
 
+_ACCUM_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 
 def _is_optimizer(obj: Any) -> bool:
     return isinstance(obj, torch.optim.Optimizer) or hasattr(obj, "param_groups")
+
+
+def init_distributed_from_env(dist_init_required) -> bool:
+    """Start torch.distributed when a launcher's environment says so (unless the caller said
+    ``dist_init_required=False``); True when a process group exists afterwards."""
+    import torch.distributed as dist
+
+    if dist.is_available() and not dist.is_initialized() and dist_init_required is not False:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ \
+                or "PMI_RANK" in os.environ:
+            ds_comm.init_distributed()
+        else:
+            logger.info("torch.distributed is not initialized and no launcher environment was found: "
+                        "training in a single process without a process group")
+    return ds_comm.is_initialized()
 
 
 class DeepSpeedEngine(torch.nn.Module):
@@ -53,11 +90,17 @@ class DeepSpeedEngine(torch.nn.Module):
 
     def __init__(self, args=None, model=None, optimizer=None, model_parameters=None, training_data=None,
                  lr_scheduler=None, mpu=None, dist_init_required=None, collate_fn=None, config=None,
-                 config_class=None, dont_change_device=False, features: list | None = None):
+                 config_class=None, dont_change_device=False, features=None):
         super().__init__()
         if model is None:
             raise ValueError("deepspeed.initialize: model is None; pass the torch.nn.Module to train")
-        self._features = list(features or [])
+        from deepspeed import _features
+
+        if features is None:
+            features = _features.installed()
+        elif not isinstance(features, _features.FeatureSet):
+            features = _features.FeatureSet.from_features(*features)
+        self._features = features
         self.args = args
         self.mpu = mpu
         self.client_optimizer = optimizer
@@ -74,79 +117,69 @@ class DeepSpeedEngine(torch.nn.Module):
         self._is_gradient_accumulation_boundary = None
         self._no_sync = False
         self._global_grad_norm = None
-        self._feature_optimizer = False
         self.enable_backward_allreduce = True
 
         self._init_distributed(dist_init_required)
-        if config_class is None:
-            from deepspeed.runtime.config import DeepSpeedConfig
-
-            config_class = DeepSpeedConfig(config, mpu)
-        self._config = config_class
-        self.config = self._config._param_dict
-
-        for feature in self._features:
-            model = feature.transform_model(model, self._config)
-        self.module = model
-        self._configure_distributed_model(dont_change_device)
-
-        self._grad_clip = float(self._config.gradient_clipping or 0.0)
-        basic = self._configure_basic_optimizer(model_parameters)
-        self.basic_optimizer = basic
-        self.reducer: GradientReducer | None = None
-        self.optimizer = None
-        wrapped = None
-        check_zero_optimizer(basic, self._config)
-        if basic is not None:
-            for feature in self._features:
-                wrapped = feature.wrap_optimizer(self, basic)
-                if wrapped is not None:
-                    break
-        if wrapped is not None:
-            self.optimizer = wrapped
-            self._feature_optimizer = True
-        else:
-            self._configure_reducer()
-            self.optimizer = self._configure_precision(basic)
+        self._configure_config(config_class if config_class is not None else config)
+        self._configure_topology()
+        self._configure_model(model, dont_change_device)
+        self._configure_optimizer(model_parameters)
         self.lr_scheduler = self._configure_lr_scheduler()
-        self.training_dataloader = self.deepspeed_io(training_data) if training_data is not None else None
+        self._configure_dataloader()
         self._configure_checkpointing()
         self._configure_monitoring()
         from deepspeed.version import __version__
 
         log_dist(f"DeepSpeed info: version={__version__}, git-hash=unknown, git-branch=unknown", ranks=[0])
 
-    # -- construction ---------------------------------------------------------------------
+    # -- construction (protected steps; see the module docstring) ------------------------------
 
     def _init_distributed(self, dist_init_required) -> None:
-        import os
+        self._dist = init_distributed_from_env(dist_init_required)
+        self.global_rank = ds_comm.get_rank() if self._dist else 0
+        self.world_size = ds_comm.get_world_size() if self._dist else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
 
-        if dist.is_available() and not dist.is_initialized() and dist_init_required is not False:
-            if "RANK" in os.environ and "WORLD_SIZE" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ \
-                    or "PMI_RANK" in os.environ:
-                import deepspeed.comm as ds_comm
+    def _configure_config(self, config) -> None:
+        from deepspeed.runtime.config import DeepSpeedConfig
 
-                ds_comm.init_distributed()
-            else:
-                logger.info("torch.distributed is not initialized and no launcher environment was found: "
-                            "training in a single process without a process group")
-        self._dist = dist.is_available() and dist.is_initialized()
+        if not isinstance(config, DeepSpeedConfig):
+            config = DeepSpeedConfig(config, self.mpu, features=self._features)
+        self._config = config
+        self.config = config._param_dict
+        if "comms_logger" in self.config:
+            ds_comm.configure(deepspeed_config=config)
+
+    @property
+    def reducer(self):
+        """The engine's gradient reducer (flat buffers, buckets) when the engine's own data-parallel
+        optimizer drives training; None when a feature's optimizer does."""
+        return getattr(self._driver, "reducer", None) if hasattr(self, "_driver") else None
+
+    @property
+    def ds_config(self):
+        """The parsed config (:class:`deepspeed.runtime.config.DeepSpeedConfig`), what features read."""
+        return self._config
+
+    def _configure_topology(self) -> None:
+        cfg = self._config
+        sizes = {"sequence": int(cfg.sequence_parallel_size or 1), **self._features.parallel_dims(cfg)}
+        self.topology = _topology.ParallelTopology(
+            sizes, use_data_before_expert_parallel=bool(cfg.use_data_before_expert_parallel_), mpu=self.mpu)
+        _topology.set_current(self.topology)
         if self.mpu is not None:
             self.data_parallel_group = self.mpu.get_data_parallel_group()
             self.dp_world_size = self.mpu.get_data_parallel_world_size()
             self.mp_world_size = self.mpu.get_model_parallel_world_size()
         else:
-            self.data_parallel_group = dist.group.WORLD if self._dist else None
-            self.dp_world_size = dist.get_world_size() if self._dist else 1
-            self.mp_world_size = 1
-        self.global_rank = dist.get_rank() if self._dist else 0
-        self.world_size = dist.get_world_size() if self._dist else 1
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            self.data_parallel_group = self.topology.sequence_data_parallel_group
+            self.dp_world_size = self.topology.sequence_data_parallel_size
+            self.mp_world_size = self.topology.size("tensor")
 
-    def _configure_distributed_model(self, dont_change_device: bool) -> None:
-        acc = get_accelerator()
-        name = acc.device_name()
-        self.device = torch.device(name if name == "cpu" else acc.device_name(self.local_rank))
+    def _configure_model(self, model, dont_change_device: bool = False) -> None:
+        self.module = self._features.transform_model(model, self._config)
+        # Note: the accelerator names the device of a local rank ("cpu" for every rank on CPU).
+        self.device = torch.device(get_accelerator().device_name(self.local_rank))
         if not dont_change_device:
             self.module.to(self.device)
         if self.fp16_enabled():
@@ -154,16 +187,15 @@ class DeepSpeedEngine(torch.nn.Module):
         elif self.bfloat16_enabled():
             self.module.bfloat16()
         if self._dist and self.dp_world_size > 1:
-            src = dist.get_global_rank(self.data_parallel_group, 0) if self.mpu is not None else 0
+            src = ds_comm.get_global_rank(self.data_parallel_group, 0) if self.mpu is not None else 0
             with torch.no_grad():
                 for t in list(self.module.parameters()) + list(self.module.buffers()):
-                    dist.broadcast(t.data, src, group=self.data_parallel_group)
+                    ds_comm.broadcast(t.data, src, group=self.data_parallel_group)
 
     def _model_parameters(self, model_parameters) -> list:
         if model_parameters is None:
             return [p for p in self.module.parameters() if p.requires_grad]
-        params = list(model_parameters)
-        return params
+        return list(model_parameters)
 
     def _configure_basic_optimizer(self, model_parameters):
         cfg = self._config
@@ -186,43 +218,62 @@ class DeepSpeedEngine(torch.nn.Module):
         params = self._model_parameters(model_parameters)
         if not params:
             return None
-        opt = build_optimizer(cfg.optimizer_name, cfg.optimizer_params, params, cfg)
+        host = self._features.optimizer_device(cfg) == "cpu"
+        opt = build_optimizer(cfg.optimizer_name, cfg.optimizer_params, params, host_optimizer=host)
         logger.info(f"Using DeepSpeed Optimizer param name {cfg.optimizer_name} as basic optimizer: {type(opt).__name__}")
         return opt
 
-    def _configure_reducer(self) -> None:
+    def _configure_optimizer(self, model_parameters) -> None:
+        """The basic optimizer, the features' ``wrap_optimizer`` chain, then the engine's own
+        data-parallel optimizer unless a feature returned an EngineOptimizer."""
+        self._grad_clip = float(self._config.gradient_clipping or 0.0)
+        basic = self._configure_basic_optimizer(model_parameters)
+        self.basic_optimizer = basic
+        wrapped = self._features.wrap_optimizer(self, basic) if basic is not None else None
+        if isinstance(wrapped, EngineOptimizer):
+            self._driver = wrapped
+            self.optimizer = wrapped
+            return
+        if wrapped is not None:
+            self.basic_optimizer = basic = wrapped
+        self._driver = self._data_parallel_optimizer(basic)
+        self.optimizer = self._driver.public
+
+    def _data_parallel_optimizer(self, basic) -> DataParallelOptimizer:
+        reducer = self._gradient_reducer()
+        precision = None
+        separate = False
+        if basic is not None and (self.fp16_enabled() or self.bfloat16_enabled()):
+            if reducer is None or len(reducer.flats) != 1:
+                raise NotImplementedError("fp16/bf16 without ZeRO needs every trainable parameter in one dtype")
+            cfg = self._config
+            if self.fp16_enabled():
+                scaler = CreateLossScaler(torch.half, cfg.loss_scale, cfg.loss_scale == 0, cfg.dynamic_loss_scale_args)
+            else:
+                scaler = CreateLossScaler(torch.bfloat16, 1.0, False, None)
+            precision = MixedPrecisionOptimizer(basic, reducer.order, reducer.flats[0], scaler,
+                                                clip_grad=self._grad_clip, check_overflow=self.fp16_enabled())
+            separate = self.bfloat16_enabled()
+        return DataParallelOptimizer(basic, reducer, precision, clip_grad=self._grad_clip,
+                                     named_params=list(self.module.named_parameters()), separate_rank_file=separate)
+
+    def _gradient_reducer(self) -> GradientReducer | None:
         params = [p for p in self.module.parameters() if p.requires_grad]
         if not params:
-            return
+            return None
         cfg = self._config
-        zero = self.config.get("zero_optimization") if isinstance(self.config.get("zero_optimization"), dict) else {}
-        bucket = int(float(zero.get("reduce_bucket_size", _DEFAULT_REDUCE_BUCKET)))
         # Note: like DeepSpeed's bf16 optimizer, bf16 gradients accumulate in fp32 (unless
         # data_types.grad_accum_dtype says otherwise); fp16 ones in fp16.
-        accum = getattr(cfg, "grad_accum_dtype", None)
-        accum_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(accum) \
-            if isinstance(accum, str) else accum
+        accum = cfg.grad_accum_dtype
+        accum_dtype = _ACCUM_DTYPES.get(accum) if isinstance(accum, str) else accum
         if accum_dtype is None and self.bfloat16_enabled():
             accum_dtype = torch.float32
-        self.reducer = GradientReducer(
+        return GradientReducer(
             params, group=self.data_parallel_group, world_size=self.dp_world_size if self._dist else 1,
-            bucket_numel=bucket, predivide=float(cfg.gradient_predivide_factor or 1.0),
+            bucket_numel=cfg.reduce_bucket_size, predivide=float(cfg.gradient_predivide_factor or 1.0),
             prescale=bool(cfg.prescale_gradients), comm_dtype=cfg.communication_data_type,
             average=cfg.gradient_allreduce_op != "sum", accum_dtype=accum_dtype,
         )
-
-    def _configure_precision(self, basic):
-        if basic is None or not (self.fp16_enabled() or self.bfloat16_enabled()):
-            return basic
-        if self.reducer is None or len(self.reducer.flats) != 1:
-            raise NotImplementedError("fp16/bf16 without ZeRO needs every trainable parameter in one dtype")
-        cfg = self._config
-        if self.fp16_enabled():
-            scaler = CreateLossScaler(torch.half, cfg.loss_scale, cfg.loss_scale == 0, cfg.dynamic_loss_scale_args)
-        else:
-            scaler = CreateLossScaler(torch.bfloat16, 1.0, False, None)
-        return MixedPrecisionOptimizer(basic, self.reducer.order, self.reducer.flats[0], scaler,
-                                       clip_grad=self._grad_clip, check_overflow=self.fp16_enabled())
 
     def _configure_lr_scheduler(self):
         cfg = self._config
@@ -237,14 +288,14 @@ class DeepSpeedEngine(torch.nn.Module):
             return self.client_lr_scheduler(opt)
         return self.client_lr_scheduler
 
+    def _configure_dataloader(self) -> None:
+        data = self.training_data
+        self.training_dataloader = self.deepspeed_io(data) if data is not None else None
+
     def _configure_checkpointing(self) -> None:
         from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
 
-        engine = None
-        for feature in self._features:
-            engine = feature.checkpoint_engine(self._config)
-            if engine is not None:
-                break
+        engine = self._features.checkpoint_engine(self._config)
         self.checkpoint_engine = engine or TorchCheckpointEngine(self.config.get("checkpoint"))
         if "activation_checkpointing" in self.config:
             from deepspeed.runtime.activation_checkpointing import checkpointing
@@ -255,7 +306,6 @@ class DeepSpeedEngine(torch.nn.Module):
         from deepspeed.utils.timer import NoopTimer, SynchronizedWallClockTimer, ThroughputTimer
 
         cfg = self._config
-        self.monitor = None
         self._autocast = bool(cfg.torch_autocast_enabled)
         self._autocast_dtype = cfg.torch_autocast_dtype or torch.bfloat16
         self._fp16_auto_cast = bool(cfg.fp16_enabled and cfg.fp16_auto_cast)
@@ -281,13 +331,12 @@ class DeepSpeedEngine(torch.nn.Module):
             self.flops_profiler = FlopsProfiler(self.module, ds_engine=self, recompute_fwd_factor=fp.recompute_fwd_factor)
             self._flops_step = fp.profile_step
         self._monitor_loss = None
-        try:
-            from deepspeed.monitor.monitor import MonitorMaster
+        from deepspeed.monitor.monitor import MonitorMaster
 
-            mon = MonitorMaster(cfg.monitor_config)
-            self.monitor = mon if getattr(mon, "enabled", False) else None
-        except Exception:  # noqa: BLE001 - monitors are optional; the engine trains without them
-            self.monitor = None
+        # Note: an enabled monitor that cannot start (its package missing, an unwritable path) is an
+        # error here, naming the monitor and the fix: training silently without logs is worse.
+        mon = MonitorMaster(cfg.monitor_config)
+        self.monitor = mon if mon.enabled else None
 
     # -- config accessors (DeepSpeed's names) -------------------------------------------------
 
@@ -324,7 +373,8 @@ class DeepSpeedEngine(torch.nn.Module):
         return self.zero_optimization_stage() > 0
 
     def zero_optimization_stage(self) -> int:
-        return int(self._config.zero_optimization_stage)
+        """DeepSpeed's name: the partitioning stage of the optimizer that drives training."""
+        return int(self._driver.zero_stage)
 
     def gradient_clipping(self) -> float:
         return self._grad_clip
@@ -388,19 +438,15 @@ class DeepSpeedEngine(torch.nn.Module):
 
     @contextlib.contextmanager
     def no_sync(self):
-        """Skip the gradient all-reduce of the backward passes inside (accumulate locally)."""
-        if self.zero_optimization_stage() >= 2:
-            raise NotImplementedError(
-                f"no_sync is not supported with ZeRO stage {self.zero_optimization_stage()}; it needs stage 0 or 1")
+        """Skip the gradient reduction of the backward passes inside (accumulate locally)."""
+        reason = self._driver.no_sync_refusal()
+        if reason:
+            raise NotImplementedError(reason)
         prev, self._no_sync = self._no_sync, True
         try:
             yield
         finally:
             self._no_sync = prev
-
-    def _loss_scale(self) -> float:
-        opt = self.optimizer
-        return opt.loss_scale if isinstance(opt, MixedPrecisionOptimizer) else 1.0
 
     def backward(self, loss: torch.Tensor, retain_graph: bool = False, scale_wrt_gas: bool = True):
         """Backward of ``loss`` (divided by GAS when ``scale_wrt_gas``), with the data-parallel
@@ -409,67 +455,31 @@ class DeepSpeedEngine(torch.nn.Module):
         scaled = loss / gas if scale_wrt_gas and gas > 1 else loss
         if self.monitor is not None:
             self._monitor_loss = loss.detach()
-        if self._feature_optimizer:
-            opt = self.optimizer
-            if hasattr(opt, "is_gradient_accumulation_boundary"):
-                opt.is_gradient_accumulation_boundary = self.is_gradient_accumulation_boundary()
-            opt.backward(scaled, retain_graph=retain_graph)
-            return loss
-        scale = self._loss_scale()
-        if scale != 1.0:
-            scaled = scaled * scale
-        reducer = self.reducer
-        if reducer is not None:
-            reducer.prepare(self.enable_backward_allreduce and not self._no_sync
-                            and self.is_gradient_accumulation_boundary())
+        driver = self._driver
+        driver.set_gradient_accumulation_boundary(
+            self.enable_backward_allreduce and not self._no_sync and self.is_gradient_accumulation_boundary())
         if self._wall_clock:
             self.timers("bwd_microstep").start()
         try:
-            scaled.backward(retain_graph=retain_graph)
+            driver.backward(scaled, retain_graph=retain_graph)
         finally:
-            if reducer is not None:
-                reducer.finish()
             if self._wall_clock:
                 self.timers("bwd_microstep").stop()
         return loss
 
     def allreduce_gradients(self, bucket_size=None) -> None:
         """Reduce the gradients now (for gradients computed without ``engine.backward``)."""
-        if self.reducer is not None:
-            self.reducer.ensure_views()
-            self.reducer.reduce_now()
+        self._driver.reduce_gradients()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the gradients: ``.grad`` becomes None (``set_to_none``, the default) or zeros."""
-        if self.reducer is not None:
-            self.reducer.zero(set_to_none)
-        elif self.optimizer is not None and hasattr(self.optimizer, "zero_grad"):
-            self.optimizer.zero_grad(set_to_none=set_to_none)
-        else:
-            super().zero_grad(set_to_none=set_to_none)
+        self._driver.zero_grad(set_to_none)
 
     def _take_model_step(self, lr_kwargs) -> None:
-        opt = self.optimizer
-        if self._feature_optimizer:
-            opt.step()
-            self._global_grad_norm = getattr(opt, "_global_grad_norm", None)
-            overflow = bool(getattr(opt, "overflow", False))
-        elif isinstance(opt, MixedPrecisionOptimizer):
-            overflow = not opt.step()  # zeroes the gradients
-            self._global_grad_norm = opt._global_grad_norm
-        else:
-            overflow = False
-            if opt is not None:
-                if self.reducer is not None:
-                    self.reducer.ensure_views()  # a step after zero_grad without a backward
-                if self._grad_clip > 0 and self.reducer is not None:
-                    norm = self.reducer.global_norm()
-                    self._global_grad_norm = norm
-                    for flat in self.reducer.flats:
-                        flat.mul_(_clip_coef(norm, self._grad_clip).to(flat.dtype))
-                opt.step()
-            self.zero_grad()
-        if overflow:
+        driver = self._driver
+        applied = driver.step() if driver.optimizer is not None else (driver.zero_grad(), True)[1]
+        self._global_grad_norm = driver.global_grad_norm()
+        if not applied:
             self.skipped_steps += 1
         elif self.lr_scheduler is not None:
             self.lr_scheduler.step(**(lr_kwargs or {}))
@@ -504,8 +514,8 @@ class DeepSpeedEngine(torch.nn.Module):
             events = [("Train/Samples/lr", self.get_lr()[0], self.global_samples)]
             if self._monitor_loss is not None:
                 events.append(("Train/Samples/train_loss", float(self._monitor_loss), self.global_samples))
-            if self.fp16_enabled() and isinstance(self.optimizer, MixedPrecisionOptimizer):
-                events.append(("Train/Samples/loss_scale", self.optimizer.cur_scale, self.global_samples))
+            if self.fp16_enabled():
+                events.append(("Train/Samples/loss_scale", self._driver.loss_scale, self.global_samples))
             self.monitor.write_events(events)
         spp = self._steps_per_print
         if spp == float("inf") or self.global_steps % int(spp):
@@ -537,7 +547,7 @@ class DeepSpeedEngine(torch.nn.Module):
         return float(n) if torch.is_tensor(n) else n
 
     def was_step_applied(self) -> bool:
-        return not bool(getattr(self.optimizer, "overflow", False))
+        return not bool(self._driver.overflow)
 
     def deepspeed_io(self, dataset, batch_size=None, route=None, pin_memory=True, data_sampler=None,
                      collate_fn=None, num_local_io_workers=None):
@@ -545,7 +555,10 @@ class DeepSpeedEngine(torch.nn.Module):
 
         if not isinstance(dataset, torch.utils.data.Dataset):
             raise ValueError(f"training_data must be a torch.utils.data.Dataset, got {type(dataset).__name__}")
-        rank = self.mpu.get_data_parallel_rank() if self.mpu is not None else (dist.get_rank() if self._dist else 0)
+        if self.mpu is not None:
+            rank = self.mpu.get_data_parallel_rank()
+        else:
+            rank = ds_comm.get_rank(self.data_parallel_group) if self._dist else 0
         return DeepSpeedDataLoader(
             dataset, batch_size=batch_size or self.train_micro_batch_size_per_gpu(), pin_memory=pin_memory,
             collate_fn=collate_fn or self.collate_fn, num_local_io_workers=num_local_io_workers,
@@ -566,36 +579,29 @@ class DeepSpeedEngine(torch.nn.Module):
             custom_load_fn(src=sd, dst=self.module)
         else:
             self.module.load_state_dict(sd, strict=strict)
-        if isinstance(self.optimizer, MixedPrecisionOptimizer):
-            self.optimizer.refresh_master_from_model()
+        self._driver.refresh_master_from_model()
 
     def zero_gather_16bit_weights_on_model_save(self) -> bool:
-        zero = self.config.get("zero_optimization")
-        if not isinstance(zero, dict):
-            return False
-        return bool(zero.get("stage3_gather_16bit_weights_on_model_save",
-                             zero.get("stage3_gather_fp16_weights_on_model_save", False)))
+        """DeepSpeed's name: whether ``save_16bit_model`` gathers partitioned weights."""
+        section = getattr(self._config, "zero_config", None)
+        return bool(getattr(section, "gather_16bit_weights_on_model_save", False))
 
     def _consolidated_16bit_state_dict(self, exclude_frozen_parameters=False):
-        """The full module state dict (without ZeRO-3 every rank holds all of it)."""
-        if hasattr(self.optimizer, "_zero3_consolidated_16bit_state_dict"):
-            return self._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=exclude_frozen_parameters)
+        """The full module state dict (gathered on rank 0 when weights are partitioned)."""
+        if self._driver.weights_partitioned():
+            return self._driver.full_state_dict(exclude_frozen_parameters=exclude_frozen_parameters)
         return self.module_state_dict(exclude_frozen_parameters=exclude_frozen_parameters)
 
     def _zero3_consolidated_16bit_state_dict(self, exclude_frozen_parameters=False):
         """ZeRO-3: the full state dict gathered on rank 0 (None on the other ranks); a collective."""
-        gather = getattr(self.optimizer, "_zero3_consolidated_16bit_state_dict", None)
-        if gather is None:
+        if not self._driver.weights_partitioned():
             raise ValueError("_zero3_consolidated_16bit_state_dict needs zero_optimization.stage=3 "
                              f"(stage is {self.zero_optimization_stage()}); use module_state_dict() instead")
-        return gather(exclude_frozen_parameters=exclude_frozen_parameters)
+        return self._driver.full_state_dict(exclude_frozen_parameters=exclude_frozen_parameters)
 
     def save_16bit_model(self, save_dir, save_filename="pytorch_model.bin", exclude_frozen_parameters=False) -> bool:
         """Save the module's weights (in their training dtype) to ``<save_dir>/<save_filename>`` on rank 0."""
-        import os
-
-        if hasattr(self.optimizer, "_zero3_consolidated_16bit_state_dict") and \
-                not self.zero_gather_16bit_weights_on_model_save():
+        if self._driver.weights_partitioned() and not self.zero_gather_16bit_weights_on_model_save():
             logger.warning("Did not save the model because zero_optimization.stage3_gather_16bit_weights_on_model_save "
                            "is false: under ZeRO-3 every rank holds only a slice of each weight. Set it to true, or "
                            "save_checkpoint() and consolidate with zero_to_fp32.")
@@ -606,7 +612,7 @@ class DeepSpeedEngine(torch.nn.Module):
             self.checkpoint_engine.save({k: v.detach().clone() for k, v in sd.items()},
                                         os.path.join(save_dir, save_filename))
         if self._dist:
-            dist.barrier()
+            ds_comm.barrier()
         return True
 
     save_fp16_model = save_16bit_model
@@ -625,10 +631,7 @@ class DeepSpeedEngine(torch.nn.Module):
 
     def destroy(self) -> None:
         """Release hooks and buffers; the engine is unusable afterwards."""
-        if self.reducer is not None:
-            self.reducer.remove_hooks()
-        if self._feature_optimizer and hasattr(self.optimizer, "destroy"):
-            self.optimizer.destroy()
+        self._driver.destroy()
 
     def compile(self, backend=None, compile_kwargs=None, **kwargs) -> None:
         """``torch.compile`` the wrapped module in place."""
@@ -636,4 +639,3 @@ class DeepSpeedEngine(torch.nn.Module):
             acc = get_accelerator()
             backend = acc.get_compile_backend() if hasattr(acc, "get_compile_backend") else "inductor"
         self.module.compile(backend=backend, **(compile_kwargs or {}))
-

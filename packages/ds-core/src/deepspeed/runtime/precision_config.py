@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 from pydantic import Field, field_validator
 
-from deepspeed.runtime._config_model import DeepSpeedConfigModel
+from deepspeed.config.model import DeepSpeedConfigModel
 
 # Keys of the dynamic loss-scaler arguments (DeepSpeed's loss_scaler constants).
 INITIAL_LOSS_SCALE = "init_scale"

@@ -41,3 +41,14 @@ def see_memory_usage(message: str, force: bool = False) -> None:
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2, mpu=None) -> torch.Tensor:
     """Clip the gradients of ``parameters`` on their global norm; returns the norm before clipping."""
     return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type=norm_type)
+
+
+def clip_coefficient(norm, max_norm: float):
+    """The factor global-norm clipping multiplies gradients by: ``max_norm / (norm + 1e-6)``, at most 1.
+
+    ``norm`` may be a float or a 0-d tensor (then the result is a tensor, with no host sync). The
+    engine and every optimizer that clips (ZeRO's included) use this one function.
+    """
+    if torch.is_tensor(norm):
+        return torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    return min(1.0, max_norm / (norm + 1e-6))

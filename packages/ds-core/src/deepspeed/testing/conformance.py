@@ -217,10 +217,64 @@ class FeatureRegistration:
         assert deepspeed.__file__ != module.__file__
 
     def test_feature_registered(self):
-        from deepspeed.runtime.feature import DeepSpeedFeature
+        from deepspeed.protocols import DeepSpeedFeature
 
         plugin = _plugins.features()[self.feature]
         assert plugin.distribution == self.distribution
         obj = plugin.load()
         assert isinstance(obj, DeepSpeedFeature)
         assert obj.name == self.feature
+
+    def _obj(self):
+        return _plugins.load(_plugins.FEATURES, self.feature)
+
+    def test_feature_keeps_the_contract(self):
+        """Hooks keep the contract's parameters, the class declares its own plugin API version."""
+        from deepspeed import _features
+
+        obj = self._obj()
+        _features._check_contract(obj, self.feature, self.distribution)
+        assert "DS_PLUGIN_API" in type(obj).__dict__, f"{type(obj).__name__} must declare DS_PLUGIN_API itself"
+        _features.FeatureSet([(obj, self.distribution, "0")])
+
+    def test_core_provider_table_agrees_with_the_declaration(self):
+        """ds-core names this package when it is missing from its generated table
+        (deepspeed/_providers.py); a stale table fails here. Fix: python tools/gen_providers.py."""
+        from deepspeed import _providers
+
+        provides = self._obj().provides
+        fix = " (stale deepspeed/_providers.py; fix: python tools/gen_providers.py)"
+        assert _providers.FEATURES.get(self.feature) == self.distribution, "FEATURES" + fix
+        assert {m for m, d in _providers.MODULES.items() if d == self.distribution} == set(provides.modules), \
+            "MODULES" + fix
+        mine = {k: v for k, v in _providers.SECTIONS.items() if v[0] == self.distribution}
+        assert mine == {k: (self.distribution, tuple(tuple(c) for c in use.active_if))
+                        for k, use in provides.sections.items()}, "SECTIONS" + fix
+        assert {n: v for n, v in _providers.UTILS.items() if v[1] == self.distribution} == {
+            n: (mod, self.distribution) for mod, names in provides.utils.items() for n in names}, "UTILS" + fix
+        assert _providers.ATTRIBUTES.get(self.distribution, {}) == dict(provides.attributes), "ATTRIBUTES" + fix
+
+    def test_declared_modules_import_and_names_resolve(self):
+        import importlib
+
+        provides = self._obj().provides
+        for module in provides.modules:
+            importlib.import_module(module)
+        for module, names in provides.utils.items():
+            mod = importlib.import_module(module)
+            for name in names:
+                assert hasattr(mod, name), f"{module} has no {name} (declared in provides.utils)"
+
+    def test_sections_and_attributes_are_declared(self):
+        """Every section the feature validates is declared in ``provides.sections``, and parsing a
+        config sets exactly the attributes ``provides.attributes`` lists."""
+        from deepspeed.runtime.config import DeepSpeedConfig
+
+        obj = self._obj()
+        provides = obj.provides
+        assert set(obj.config_sections()) <= set(provides.sections)
+        config = DeepSpeedConfig({"train_batch_size": 1}, world_size=1)
+        produced = set(obj.config_attributes(config))
+        assert produced <= set(provides.attributes), f"undeclared attributes: {sorted(produced - set(provides.attributes))}"
+        for name in provides.attributes:
+            assert hasattr(config, name)

@@ -8,18 +8,10 @@ __path__ = pkgutil.extend_path(__path__, __name__)
 
 from deepspeed.utils.logging import log_dist, logger  # noqa: E402
 
-# Note: DeepSpeed exposes ZeRO helpers at deepspeed.utils; they live in ds-zero and are resolved on
-# first use, so ds-core alone imports cleanly and a missing ds-zero is named in the error.
-_FROM_FEATURES = {
-    **{name: ("deepspeed.utils.tensor_fragment", "ds-zero") for name in (
-        "safe_get_full_fp32_param", "safe_set_full_fp32_param", "safe_get_full_grad", "safe_set_full_grad",
-        "safe_get_full_optimizer_state", "safe_set_full_optimizer_state", "safe_get_local_fp32_param",
-        "safe_set_local_fp32_param", "safe_get_local_grad", "safe_set_local_grad",
-        "safe_get_local_optimizer_state", "safe_set_local_optimizer_state")},
-    **{name: ("deepspeed.utils.z3_leaf_module", "ds-zero") for name in (
-        "set_z3_leaf_modules", "unset_z3_leaf_modules", "get_z3_leaf_modules", "z3_leaf_module",
-        "z3_leaf_parameter")},
-}
+# Note: DeepSpeed exposes ZeRO helpers at deepspeed.utils; they live in feature packages and are
+# resolved on first use (the generated provider table says where), so ds-core alone imports
+# cleanly and a missing package is named in the error.
+from deepspeed._providers import UTILS as _FROM_FEATURES  # noqa: E402
 
 
 def __getattr__(name):
@@ -39,4 +31,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'deepspeed.utils' has no attribute '{name}'")
 
 
-__all__ = ["log_dist", "logger", *_FROM_FEATURES]
+def __dir__():
+    return sorted(set(globals()) | set(_FROM_FEATURES))
+
+
+__all__ = ["log_dist", "logger"]

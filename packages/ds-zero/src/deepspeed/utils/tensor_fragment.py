@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from deepspeed.protocols.optimizer import Fragment
+
 __all__ = [
     "safe_get_full_fp32_param", "safe_set_full_fp32_param", "safe_get_full_grad", "safe_set_full_grad",
     "safe_get_full_optimizer_state", "safe_set_full_optimizer_state", "safe_get_local_fp32_param",
@@ -35,56 +37,56 @@ def _need(param: torch.Tensor, fn: str):
 def safe_get_full_fp32_param(param):
     """The full fp32 master value of ``param`` (None if ZeRO does not manage it)."""
     opt = _optimizer(param)
-    return None if opt is None else opt._zero_get_full(param, "fp32")
+    return None if opt is None else opt.get_full_fragment(param, Fragment.FP32_PARAM)
 
 
 def safe_set_full_fp32_param(param, value):
     """Overwrite ``param``'s fp32 master value (and its low-precision copy) on every rank."""
-    _need(param, "safe_set_full_fp32_param")._zero_set_full(param, value, "fp32")
+    _need(param, "safe_set_full_fp32_param").set_full_fragment(param, value, Fragment.FP32_PARAM)
 
 
 def safe_get_full_grad(param):
     """The full averaged gradient of ``param`` (between backward and step)."""
     opt = _optimizer(param)
-    return None if opt is None else opt._zero_get_full(param, "grad")
+    return None if opt is None else opt.get_full_fragment(param, Fragment.GRAD)
 
 
 def safe_set_full_grad(param, value):
-    _need(param, "safe_set_full_grad")._zero_set_full(param, value, "grad")
+    _need(param, "safe_set_full_grad").set_full_fragment(param, value, Fragment.GRAD)
 
 
 def safe_get_full_optimizer_state(param, optim_state_key):
     """The full optimizer state ``optim_state_key`` (e.g. ``"exp_avg"``) of ``param``."""
     opt = _optimizer(param)
-    return None if opt is None else opt._zero_get_full(param, "state", optim_state_key)
+    return None if opt is None else opt.get_full_fragment(param, Fragment.OPTIMIZER_STATE, optim_state_key)
 
 
 def safe_set_full_optimizer_state(param, value, optim_state_key):
-    _need(param, "safe_set_full_optimizer_state")._zero_set_full(param, value, "state", optim_state_key)
+    _need(param, "safe_set_full_optimizer_state").set_full_fragment(param, value, Fragment.OPTIMIZER_STATE, optim_state_key)
 
 
 def safe_get_local_fp32_param(param):
     opt = _optimizer(param)
-    return None if opt is None else opt._zero_get_local(param, "fp32")
+    return None if opt is None else opt.get_local_fragment(param, Fragment.FP32_PARAM)
 
 
 def safe_set_local_fp32_param(param, value):
-    _need(param, "safe_set_local_fp32_param")._zero_set_local(param, value, "fp32")
+    _need(param, "safe_set_local_fp32_param").set_local_fragment(param, value, Fragment.FP32_PARAM)
 
 
 def safe_get_local_grad(param):
     opt = _optimizer(param)
-    return None if opt is None else opt._zero_get_local(param, "grad")
+    return None if opt is None else opt.get_local_fragment(param, Fragment.GRAD)
 
 
 def safe_set_local_grad(param, value):
-    _need(param, "safe_set_local_grad")._zero_set_local(param, value, "grad")
+    _need(param, "safe_set_local_grad").set_local_fragment(param, value, Fragment.GRAD)
 
 
 def safe_get_local_optimizer_state(param, optim_state_key):
     opt = _optimizer(param)
-    return None if opt is None else opt._zero_get_local(param, "state", optim_state_key)
+    return None if opt is None else opt.get_local_fragment(param, Fragment.OPTIMIZER_STATE, optim_state_key)
 
 
 def safe_set_local_optimizer_state(param, value, optim_state_key):
-    _need(param, "safe_set_local_optimizer_state")._zero_set_local(param, value, "state", optim_state_key)
+    _need(param, "safe_set_local_optimizer_state").set_local_fragment(param, value, Fragment.OPTIMIZER_STATE, optim_state_key)

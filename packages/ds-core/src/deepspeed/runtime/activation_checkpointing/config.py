@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from deepspeed.runtime._config_model import DeepSpeedConfigModel
+from deepspeed.config.model import DeepSpeedConfigModel
 
 
 class DeepSpeedActivationCheckpointingConfig(DeepSpeedConfigModel):

@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator
 
-from deepspeed.runtime._config_model import DeepSpeedConfigModel
+from deepspeed.config.model import DeepSpeedConfigModel
 
 
 class ValidationMode:

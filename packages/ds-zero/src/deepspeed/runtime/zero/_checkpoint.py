@@ -26,11 +26,19 @@ def zero_model_states_path(ckpt_dir: str, dp_rank: int, mp_rank: int = 0) -> str
     return os.path.join(ckpt_dir, f"zero_pp_rank_{dp_rank}_mp_rank_{mp_rank:02d}_model_states.pt")
 
 
+def _zero_optimizer(engine):
+    """The engine's ZeRO optimizer, or None when ZeRO does not drive this engine."""
+    from deepspeed.runtime.zero._optimizer_base import ZeroOptimizerBase
+
+    opt = engine.optimizer
+    return opt if isinstance(opt, ZeroOptimizerBase) else None
+
+
 def _ranks(engine) -> tuple[int, int]:
-    from deepspeed.runtime.zero import _comm
+    from deepspeed.runtime.zero import _ranks as ranks
 
     mp = engine.mpu.get_model_parallel_rank() if engine.mpu is not None else 0
-    return _comm.rank(engine.data_parallel_group), mp
+    return ranks.rank(engine.data_parallel_group), mp
 
 
 def shared_params(module: torch.nn.Module) -> list[list[str]]:
@@ -45,24 +53,25 @@ def shared_params(module: torch.nn.Module) -> list[list[str]]:
     return pairs
 
 
-def checkpoint_state(engine) -> dict:
+def checkpoint_state(engine) -> dict | None:
     """What the model-states file carries for ZeRO: stage, per-group parameter shapes, tied names."""
-    opt = engine.optimizer
-    shapes = opt.zero_param_shapes() if hasattr(opt, "zero_param_shapes") else None
-    return {"zero_stage": int(getattr(opt, "zero_stage", 0)), "param_shapes": shapes,
+    opt = _zero_optimizer(engine)
+    if opt is None:
+        return None
+    return {"zero_stage": opt.zero_stage, "param_shapes": opt.zero_param_shapes(),
             "shared_params": shared_params(engine.module)}
 
 
 def save_files(engine, save_dir: str, tag: str) -> None:
     """Every rank writes its optimizer shard; rank 0 copies ``zero_to_fp32.py`` into ``save_dir``."""
-    opt = engine.optimizer
-    if opt is None or not hasattr(opt, "zero_param_shapes"):
+    opt = _zero_optimizer(engine)
+    if opt is None:
         return
     dp_rank, mp_rank = _ranks(engine)
     ckpt_dir = os.path.join(save_dir, tag)
     state = {"optimizer_state_dict": opt.state_dict(), "ds_config": engine.config, "ds_version": _version()}
     engine.checkpoint_engine.save(state, optim_states_path(ckpt_dir, dp_rank, mp_rank))
-    if hasattr(opt, "zero_model_states"):  # stage 3: each rank also saves its parameter shards
+    if opt.zero_stage == 3:  # each rank also saves its parameter shards
         engine.checkpoint_engine.save(opt.zero_model_states(engine), zero_model_states_path(ckpt_dir, dp_rank, mp_rank))
     if getattr(engine, "global_rank", 0) == 0:
         from deepspeed.utils import zero_to_fp32
@@ -82,10 +91,10 @@ def load_state(engine, state, load_dir: str, tag: str, load_optimizer_states: bo
     - ``load_module_only`` at stage 3: the weights come from the shards, the optimizer starts afresh;
     - otherwise every rank's shard is loaded (``load_optimizer_states`` decides about moments).
     """
-    opt = engine.optimizer
-    if opt is None or not hasattr(opt, "zero_param_shapes"):
+    opt = _zero_optimizer(engine)
+    if opt is None:
         return
-    stage3 = hasattr(opt, "zero_model_states")
+    stage3 = opt.zero_stage == 3
     if state is None or load_module_only:
         if not stage3:
             opt.refresh_master_from_model()
@@ -101,8 +110,8 @@ def load_state(engine, state, load_dir: str, tag: str, load_optimizer_states: bo
 def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = True,
                force_fp32_weights: bool = False) -> None:
     """Give the ZeRO optimizer every rank's shard (it re-slices them when the world size changed)."""
-    opt = engine.optimizer
-    if opt is None or not hasattr(opt, "zero_param_shapes"):
+    opt = _zero_optimizer(engine)
+    if opt is None:
         return
     _, mp_rank = _ranks(engine)
     ckpt_dir = os.path.join(load_dir, tag)
@@ -112,7 +121,7 @@ def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = Tr
         raise ValueError(f"load_checkpoint: no zero_pp_rank_*_mp_rank_{mp_rank:02d}_optim_states.pt in {ckpt_dir}; "
                          "the checkpoint was not saved with ZeRO (load it with load_optimizer_states=False).")
     shards = [engine.checkpoint_engine.load(f, map_location="cpu")["optimizer_state_dict"] for f in files]
-    zcfg = engine._config.zero_config
+    zcfg = engine.ds_config.zero_config
     opt.load_state_dict(shards, load_optimizer_states=load_optimizer_states,
                         load_from_fp32_weights=force_fp32_weights or bool(getattr(zcfg, "load_from_fp32_weights", True)),
                         checkpoint_folder=ckpt_dir)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from deepspeed.runtime.zero._gather import ZeroParamStatus, gather, is_zero_param, release
+from deepspeed.runtime.zero._partitioned_param import ZeroParamStatus, gather, is_zero_param, release
 
 _ZP = object()  # marker of a packed parameter reference
 

@@ -5,7 +5,12 @@ an instance of :class:`DeepSpeedZeroConfig`. Deprecated keys map to their replac
 ``cpu_offload`` -> ``offload_optimizer.device=cpu``, ``cpu_offload_param`` ->
 ``offload_param.device=cpu``, ``cpu_offload_use_pin_memory`` -> ``pin_memory`` of both,
 ``stage3_gather_fp16_weights_on_model_save`` -> ``stage3_gather_16bit_weights_on_model_save``.
-A bare boolean section is stage 1 (true) or 0 (false); ds-core's parser rewrites it.
+A bare boolean section is stage 1 (true) or 0 (false), with a deprecation warning; the
+legacy top-level ``allgather_size`` becomes ``allgather_bucket_size`` when that is not set.
+
+:func:`attributes` gives DeepSpeedConfig its ZeRO attribute names (``zero_config``,
+``zero_optimization_stage``, ...) and :func:`validate` the ZeRO rules on the whole config; the
+``zero`` feature object calls both.
 """
 
 from __future__ import annotations
@@ -134,6 +139,15 @@ class DeepSpeedZeroConfig(DeepSpeedConfigModel):
     save_muon_momentum_buffer_in_memory: bool = False
     leaf_module: DeepSpeedZeroLeafModuleConfig = Field(default_factory=DeepSpeedZeroLeafModuleConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_bool(cls, data: Any) -> Any:
+        if isinstance(data, bool):
+            logger.warning("ds_config: a boolean 'zero_optimization' is deprecated; use "
+                           "{\"zero_optimization\": {\"stage\": 1}} (true) or {\"stage\": 0} (false)")
+            return {"stage": 1 if data else 0}
+        return data
+
     @field_validator(*_SIZE_FIELDS, mode="before")
     @classmethod
     def _size(cls, v: Any) -> Any:
@@ -167,6 +181,41 @@ class DeepSpeedZeroConfig(DeepSpeedConfigModel):
             logger.warning("zero_optimization.elastic_checkpoint is not supported with stage 3; "
                            "use universal checkpoints instead")
         return self
+
+
+def attributes(config: Any) -> dict:
+    """DeepSpeed's flat DeepSpeedConfig attributes for the ZeRO keys of ``config.model``."""
+    m = config.model
+    z = m.zero_optimization
+    stage = int(z.stage)
+    if m.allgather_size is not None and stage > 0 and "allgather_bucket_size" not in z.model_fields_set:
+        z = z.model_copy(update={"allgather_bucket_size": int(m.allgather_size)})
+    return {
+        "zero_config": z, "zero_optimization_stage": stage, "zero_enabled": stage > 0,
+        "mics_shard_size": z.mics_shard_size, "mics_hierarchial_params_gather": z.mics_hierarchical_params_gather,
+        "zero_allow_untested_optimizer": m.zero_allow_untested_optimizer,
+        "zero_force_ds_cpu_optimizer": m.zero_force_ds_cpu_optimizer,
+        # Note: DeepSpeed sizes the engine's gradient buckets with this key at stage 0 too.
+        "reduce_bucket_size": int(z.reduce_bucket_size) if "reduce_bucket_size" in z.model_fields_set else None,
+    }
+
+
+def validate(config: Any) -> None:
+    """ZeRO's rules on the whole config (after each section validated on its own)."""
+    from deepspeed.runtime.zero._build import check_supported
+
+    m = config.model
+    stage = int(config.zero_optimization_stage)
+    if m.gradient_allreduce_op == "sum" and stage == 3:
+        raise ValueError("ds_config: gradient_allreduce_op='sum' is not supported with zero_optimization.stage 3; "
+                         "use 'mean'")
+    for flag, name in ((m.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads"),
+                       (m.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads"),
+                       (m.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states")):
+        if flag and stage not in (1, 2, 3):
+            raise ValueError(f"ds_config: {name}=true needs zero_optimization.stage 1, 2 or 3 (stage is {stage})")
+    if stage > 0:
+        check_supported(config.zero_config)
 
 
 def get_zero_config(param_dict: dict) -> DeepSpeedZeroConfig:

@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 
 from deepspeed.accelerator import get_accelerator
-from deepspeed.runtime.zero import _comm
-from deepspeed.runtime.zero._gather import (ZeroParamStatus, ZeroParamType, gather, is_zero_param, partition_param,
+from deepspeed.runtime.zero import _ranks
+from deepspeed.runtime.zero._partitioned_param import (ZeroParamStatus, ZeroParamType, gather, is_zero_param, partition_param,
                                             release, scatter_full_value)
 
 _orig_torch_tensor = torch.tensor
@@ -262,7 +262,7 @@ class GatheredParameters:
             with torch.no_grad():
                 for p in self.params:
                     data = p.data.contiguous()
-                    _comm.broadcast(data, self.modifier_rank, p.ds_process_group)
+                    _ranks.broadcast_from(data, self.modifier_rank, p.ds_process_group)
                     p.data = data
                     scatter_full_value(p)
                     opt = getattr(p, "_zero_optimizer", None)

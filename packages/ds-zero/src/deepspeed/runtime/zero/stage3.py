@@ -10,95 +10,26 @@ slices; the updated values are copied into the ``ds_tensor`` slices, to be gathe
 from __future__ import annotations
 
 import functools
-import math
 import weakref
 from collections import OrderedDict
 
 import torch
 
+import deepspeed.comm as ds_comm
+from deepspeed.protocols.optimizer import Fragment
 from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
-from deepspeed.runtime.zero import _comm
+from deepspeed.runtime.grad_buckets import bucket_numel
+from deepspeed.runtime.zero import _ranks
 from deepspeed.runtime.zero._fetch import ParameterFetcher
+from deepspeed.runtime.zero._grad_collectives import RowReduceScatter
 from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import path
     estimate_zero3_model_states_mem_needs, estimate_zero3_model_states_mem_needs_all_cold,
     estimate_zero3_model_states_mem_needs_all_live)
-from deepspeed.runtime.zero._gather import ZeroParamStatus, gather, is_zero_param, partition_param, release
-from deepspeed.runtime.zero.stage_1_and_2 import (_Base, _cfg_get, _offload_device, _unscale_clip_step,
-                                                   _zero_version)
-
-_DEFAULT_BUCKET = int(5e8)
+from deepspeed.runtime.zero._optimizer_base import ZeroOptimizerBase, cfg_get, offload_device, zero_version
+from deepspeed.runtime.zero._partitioned_param import ZeroParamStatus, gather, is_zero_param, partition_param, release
 
 
-class _GradBuckets:
-    """Reduce-scatters full gradients of ZeRO-3 parameters into per-parameter fp32 slices.
-
-    Each parameter's gradient is padded to ``world * part`` and seen as ``world`` rows of
-    ``part`` elements; a bucket lays its parameters' rows side by side, so one reduce-scatter
-    hands every rank its slice of every parameter in the bucket.
-    """
-
-    max_in_flight = 2
-
-    def __init__(self, grad_slices: dict, bucket_numel: int, comm_dtype, group, on_reduced):
-        self.grad_slices = grad_slices  # ds_id -> fp32 view into the rank's gradient partition
-        self.bucket_numel = max(1, int(bucket_numel))
-        self.comm_dtype = comm_dtype
-        self.group = group
-        self.world = _comm.world_size(group)
-        self.on_reduced = on_reduced
-        self._bucket: list = []
-        self._size = 0
-        self._pending: list = []
-
-    def add(self, p: torch.nn.Parameter) -> None:
-        self._bucket.append((p, p.grad))
-        self._size += p.ds_tensor.numel()
-        p.grad = None
-        if self._size >= self.bucket_numel:
-            self._launch()
-
-    def _launch(self) -> None:
-        if not self._bucket:
-            return
-        bucket, self._bucket, self._size = self._bucket, [], 0
-        dtype = self.comm_dtype or bucket[0][1].dtype
-        cols = []
-        for p, g in bucket:
-            part = p.ds_tensor.numel()
-            flat = g.reshape(-1).to(dtype)
-            if flat.numel() < part * self.world:
-                flat = torch.cat([flat, flat.new_zeros(part * self.world - flat.numel())])
-            cols.append(flat.view(self.world, part))
-        staging = torch.cat(cols, dim=1) if len(cols) > 1 else cols[0].contiguous()
-        if self.world > 1:
-            staging.div_(self.world)
-        out = staging.new_empty(staging.shape[1])
-        flat = staging.reshape(-1)
-        work = _comm.reduce_scatter_v(out, list(flat.chunk(self.world)), group=self.group, async_op=True,
-                                      flat=flat) if self.world > 1 else out.copy_(flat)
-        self._pending.append((work if self.world > 1 else None, out, staging, [p for p, _ in bucket]))
-        while len(self._pending) > self.max_in_flight:
-            self._complete(self._pending.pop(0))
-
-    def _complete(self, entry) -> None:
-        work, out, _staging, params = entry
-        if work is not None:
-            work.wait()
-        offset = 0
-        for p in params:
-            n = p.ds_tensor.numel()
-            dst = self.grad_slices[p.ds_id]
-            dst.add_(out.narrow(0, offset, n).to(dst.device, torch.float32))
-            offset += n
-        self.on_reduced(params)
-
-    def flush(self) -> None:
-        self._launch()
-        while self._pending:
-            self._complete(self._pending.pop(0))
-
-
-class DeepSpeedZeroOptimizer_Stage3(_Base):
+class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
     """Wraps a torch optimizer for ZeRO stage 3 on ``module``.
 
     Parameters not yet partitioned (the model was not built under ``deepspeed.zero.Init``) are
@@ -109,7 +40,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
     def __init__(self, module: torch.nn.Module, init_optimizer: torch.optim.Optimizer, param_names=None,
                  timers=None, ds_config=None, static_loss_scale: float = 1.0, dynamic_loss_scale: bool = False,
                  dynamic_loss_args=None, verbose: bool = False, contiguous_gradients: bool = True,
-                 reduce_bucket_size: int = _DEFAULT_BUCKET, prefetch_bucket_size: int = int(5e7),
+                 reduce_bucket_size: int | None = None, prefetch_bucket_size: int = int(5e7),
                  max_reuse_distance: int = int(1e9), max_live_parameters: int = int(1e9),
                  param_persistence_threshold: int = int(1e5), model_persistence_threshold: int = 2**63 - 1,
                  dp_process_group=None, reduce_scatter: bool = True, overlap_comm: bool = True,
@@ -122,25 +53,25 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             raise ValueError(f"DeepSpeedZeroOptimizer_Stage3 wraps a torch.optim.Optimizer; got "
                              f"{type(init_optimizer).__name__}.")
         for what, cfg in (("offload_optimizer", offload_optimizer_config), ("offload_param", offload_param_config)):
-            if _offload_device(cfg) == "nvme":
+            if offload_device(cfg) == "nvme":
                 raise NotImplementedError(f"zero_optimization.{what}.device='nvme' needs ds-aio's tensor swapping, "
                                           "which is not available yet; use device='cpu'.")
         self.module = module
         self.optimizer = init_optimizer
         self.zero_stage = 3
         self.dp_process_group = dp_process_group
-        self.partition_count = _comm.world_size(dp_process_group)
-        self.dp_rank = _comm.rank(dp_process_group)
+        self.partition_count = _ranks.world_size(dp_process_group)
+        self.dp_rank = _ranks.rank(dp_process_group)
         self.clip_grad = float(clip_grad or 0.0)
         self.param_names = dict(param_names or {})
         self.overflow = False
         self._global_grad_norm = 0.0
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.is_gradient_accumulation_boundary = True
-        self.cpu_offload = _offload_device(offload_optimizer_config) == "cpu"
-        self.offload_param = _offload_device(offload_param_config) == "cpu"
+        self.cpu_offload = offload_device(offload_optimizer_config) == "cpu"
+        self.offload_param = offload_device(offload_param_config) == "cpu"
         remote = torch.device("cpu") if self.offload_param else None
-        pin = bool(_cfg_get(offload_optimizer_config, "pin_memory", False))
+        pin = bool(cfg_get(offload_optimizer_config, "pin_memory", False))
 
         self.fp16_groups: list[list[torch.nn.Parameter]] = []
         self.fp32_partitioned_groups_flat: list[torch.Tensor] = []
@@ -176,7 +107,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                     run, acc = [], 0
             if run:
                 specs.append((gi, run))
-        ratio = float(_cfg_get(offload_optimizer_config, "ratio", 1.0))
+        ratio = float(cfg_get(offload_optimizer_config, "ratio", 1.0))
         first_offloaded = int((1.0 - ratio) * len(specs)) if self.cpu_offload else len(specs)
         self.partial_offload = self.cpu_offload and first_offloaded > 0
         if self.partial_offload and type(self.optimizer).__name__ != "DeepSpeedCPUAdam":
@@ -242,10 +173,9 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         self.loss_scaler = CreateLossScaler(model_dtype, static_loss_scale, dynamic_loss_scale, dynamic_loss_args)
         self.dynamic_loss_scale = bool(getattr(self.loss_scaler, "dynamic", False))
         self.fetcher = ParameterFetcher(module, prefetch_bucket_size, max_live_parameters, max_reuse_distance)
-        self._buckets = _GradBuckets(self._grad_slices, reduce_bucket_size, communication_data_type,
-                                     dp_process_group, self._after_reduce)
-        self._hooks = [p.register_post_accumulate_grad_hook(self._buckets.add)
-                       for group in self.fp16_groups for p in group]
+        self._buckets = RowReduceScatter.reducer(self._grad_slices, bucket_numel(reduce_bucket_size),
+                                                 communication_data_type, dp_process_group, self._after_reduce)
+        self._hooks = [p.register_post_accumulate_grad_hook(self._grad_ready) for group in self.fp16_groups for p in group]
         # Note: autograd accumulates a gradient by the parameter's current shape and strides. A
         # released parameter (shape [0]) whose value backward never needed (first layer's weight)
         # gets a zero-stride placeholder of its full shape just before its gradient is accumulated.
@@ -262,31 +192,14 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         release(list(module.parameters()))
         gather([p for p in module.parameters() if is_zero_param(p) and p.ds_persist])
 
-    @classmethod
-    def from_engine(cls, engine, optimizer, param_names):
-        from deepspeed.runtime.zero._optimizer_factory import reduce_bucket_size
-
-        cfg = engine._config
-        z = cfg.zero_config
-        fp16 = bool(cfg.fp16_enabled)
-        return cls(engine.module, optimizer, param_names=param_names, ds_config=engine.config,
-                   static_loss_scale=float(cfg.loss_scale or 1.0) if fp16 else 1.0,
-                   dynamic_loss_scale=fp16 and not cfg.loss_scale,
-                   dynamic_loss_args=cfg.dynamic_loss_scale_args if fp16 else None,
-                   reduce_bucket_size=reduce_bucket_size(z), prefetch_bucket_size=z.prefetch_bucket_size,
-                   max_reuse_distance=z.max_reuse_distance, max_live_parameters=z.max_live_parameters,
-                   param_persistence_threshold=z.param_persistence_threshold,
-                   model_persistence_threshold=z.model_persistence_threshold,
-                   dp_process_group=engine.data_parallel_group, overlap_comm=bool(z.overlap_comm),
-                   offload_optimizer_config=z.offload_optimizer, offload_param_config=z.offload_param,
-                   sub_group_size=z.sub_group_size, mpu=engine.mpu, clip_grad=float(cfg.gradient_clipping or 0.0),
-                   communication_data_type=cfg.communication_data_type,
-                   gradient_accumulation_steps=int(cfg.gradient_accumulation_steps or 1))
-
-    # Note: param_groups, state, defaults, loss_scale, cur_scale and get_global_grad_norm come from
-    # ds-core's ZeROOptimizer base (the torch.optim.Optimizer look-alike integrations rely on).
+    # Note: param_groups, state, defaults, loss_scale, cur_scale and the global norm come from
+    # ZeroOptimizerBase (the torch.optim.Optimizer look-alike integrations rely on).
 
     # -- backward --------------------------------------------------------------------------------
+    def _grad_ready(self, p) -> None:
+        grad, p.grad = p.grad, None
+        self._buckets.ready(p, grad)
+
     @staticmethod
     def _before_accumulate(p, grad_outputs):
         if p.ds_status == ZeroParamStatus.NOT_AVAILABLE:
@@ -311,33 +224,22 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
         self.fetcher.release_backward_gathered()
 
     # -- step ------------------------------------------------------------------------------------
-    def step(self, closure=None):
+    def step(self, closure=None) -> bool:
         if closure is not None:
             raise ValueError("DeepSpeedZeroOptimizer_Stage3.step(closure=...) is not supported: gradients come "
                              "from the engine's backward; call step() without a closure.")
         self._epilogue()
         scale = self.loss_scaler.loss_scale
-        if self.dynamic_loss_scale:
-            bad = not all(bool(torch.isfinite(g).all()) for g in self._grad_partitions)
-            flag = torch.tensor([1.0 if bad else 0.0], device=self._comm_device)
-            _comm.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.dp_process_group)
-            self.overflow = bool(flag.item())
-        else:
-            self.overflow = False
+        self.overflow = bool(self.dynamic_loss_scale) and self._any_overflow(self._grad_partitions)
         if self.overflow:
             self.loss_scaler.update_scale(True)
             for g in self._grad_partitions:
                 g.zero_()
             self._global_grad_norm = float("inf")
-            return None
-        sq = torch.zeros(1, dtype=torch.float64, device=self._comm_device)
-        for g in self._grad_partitions:
-            sq += torch.linalg.vector_norm(g).double().square().to(self._comm_device)
-        _comm.all_reduce(sq, group=self.dp_process_group)
-        norm = math.sqrt(sq.item()) / scale
+            return False
+        norm = self._partition_norm(self._grad_partitions) / scale
         self._global_grad_norm = norm
-        _unscale_clip_step(self.optimizer, self.fp32_partitioned_groups_flat, self._grad_partitions,
-                           norm, scale, self.clip_grad)
+        self._unscale_clip_step(self.fp32_partitioned_groups_flat, self._grad_partitions, norm, scale)
         if self.backup_optimizer is not None:
             for mine, backup in zip(self.optimizer.param_groups, self.backup_optimizer.param_groups):
                 for k in ("lr", "betas", "eps", "weight_decay"):
@@ -352,7 +254,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             g.zero_()
         self._refresh_available()
         self.loss_scaler.update_scale(False)
-        return None
+        return True
 
     def _refresh_available(self) -> None:
         """Parameters held gathered (persistent ones) get their updated values."""
@@ -380,48 +282,43 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
 
 
     # -- fragments for deepspeed.utils.safe_get_full_* / safe_get_local_* ----------------------
-    def _sources(self, kind: str, key: str | None = None) -> list[torch.Tensor]:
-        if kind == "fp32":
+    def _sources(self, kind: Fragment, key: str | None = None) -> list[torch.Tensor]:
+        if kind is Fragment.FP32_PARAM:
             return self.fp32_partitioned_groups_flat
-        if kind == "grad":
+        if kind is Fragment.GRAD:
             self._epilogue()
             return self._grad_partitions
-        out = []
-        for master in self.fp32_partitioned_groups_flat:
-            state = self.optimizer.state.get(master) or (
-                self.backup_optimizer.state.get(master, {}) if self.backup_optimizer is not None else {})
-            if key not in state:
-                raise ValueError(f"optimizer state {key!r} does not exist (known: {sorted(state)}); the wrapped "
-                                 f"{type(self.optimizer).__name__} creates its state at its first step.")
-            out.append(state[key])
-        return out
+        return self._state_sources(self.fp32_partitioned_groups_flat, key, self.optimizer, self.backup_optimizer)
 
     def _slice(self, param, flats) -> torch.Tensor:
         g, i = param._zero_index
         return flats[g].narrow(0, self._offsets[g][i], param.ds_tensor.numel())
 
-    def _zero_get_local(self, param, kind: str, key: str | None = None) -> torch.Tensor:
+    def _get_local(self, param, kind: Fragment, key: str | None = None) -> torch.Tensor:
         """This rank's slice of ``param``'s ``kind`` (``ceil(numel / world)`` elements, zero padded)."""
         return self._slice(param, self._sources(kind, key))
 
-    def _zero_get_full(self, param, kind: str, key: str | None = None) -> torch.Tensor:
-        local = self._zero_get_local(param, kind, key).detach().to(self._comm_device, torch.float32).contiguous()
+    def _get_full(self, param, kind: Fragment, key: str | None = None) -> torch.Tensor:
+        local = self._get_local(param, kind, key).detach().to(self._comm_device, torch.float32).contiguous()
         out = torch.empty(local.numel() * self.partition_count, dtype=torch.float32, device=self._comm_device)
-        _comm.all_gather_into(out, local, group=self.dp_process_group)
+        if self.partition_count > 1:
+            ds_comm.all_gather_into_tensor(out, local, group=self.dp_process_group)
+        else:
+            out.copy_(local)
         out = out[: param.ds_numel].view(param.ds_shape)
-        return out / self.loss_scaler.loss_scale if kind == "grad" else out
+        return out / self.loss_scaler.loss_scale if kind is Fragment.GRAD else out
 
-    def _zero_set_full(self, param, value: torch.Tensor, kind: str, key: str | None = None) -> None:
+    def _set_full(self, param, value: torch.Tensor, kind: Fragment, key: str | None = None) -> None:
         part = param.ds_tensor.numel()
         flat = value.detach().reshape(-1).float()
         lo, hi = min(param.ds_numel, self.dp_rank * part), min(param.ds_numel, (self.dp_rank + 1) * part)
         piece = torch.zeros(part, dtype=torch.float32, device=flat.device)
         piece[: hi - lo] = flat[lo:hi]
-        self._zero_set_local(param, piece * (self.loss_scaler.loss_scale if kind == "grad" else 1.0), kind, key)
+        self._set_local(param, piece * (self.loss_scaler.loss_scale if kind is Fragment.GRAD else 1.0), kind, key)
 
-    def _zero_set_local(self, param, value: torch.Tensor, kind: str, key: str | None = None) -> None:
-        self._zero_get_local(param, kind, key).copy_(value.reshape(-1))
-        if kind == "fp32":
+    def _set_local(self, param, value: torch.Tensor, kind: Fragment, key: str | None = None) -> None:
+        self._get_local(param, kind, key).copy_(value.reshape(-1))
+        if kind is Fragment.FP32_PARAM:
             param.ds_tensor.copy_(value.reshape(-1))
             if param.ds_status == ZeroParamStatus.AVAILABLE:
                 self._refresh_available()
@@ -448,7 +345,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             "shared_params": shared_params(self.module),
             "ds_feature_zero": {"zero_stage": 3, "param_shapes": self.zero_param_shapes(),
                                 "shared_params": shared_params(self.module)},
-            "dp_world_size": self.partition_count, "ds_version": _zero_version(),
+            "dp_world_size": self.partition_count, "ds_version": zero_version(),
             "ds_config": getattr(engine, "config", None),
         }
 
@@ -461,7 +358,7 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
             "partition_count": self.partition_count,
             "optimizer_state_dict": self.optimizer.state_dict(),
             "fp32_flat_groups": [m.detach().clone() for m in self.fp32_partitioned_groups_flat],
-            "ds_version": _zero_version(),
+            "ds_version": zero_version(),
             **({"backup_optimizer_state_dict": self.backup_optimizer.state_dict()}
                if self.backup_optimizer is not None else {}),
         }
@@ -535,7 +432,10 @@ class DeepSpeedZeroOptimizer_Stage3(_Base):
                 for k, v in st.items()}
         return merged
 
-    def _zero3_consolidated_16bit_state_dict(self, exclude_frozen_parameters: bool = False) -> OrderedDict | None:
+    def weights_partitioned(self) -> bool:
+        return True
+
+    def full_state_dict(self, exclude_frozen_parameters: bool = False) -> OrderedDict | None:
         """The full model state dict on rank 0 (None elsewhere), gathered one module at a time."""
         out = OrderedDict()
         for name, module in self.module.named_modules():

@@ -11,62 +11,27 @@ the model's parameters, which are views into one flat buffer per group.
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections import OrderedDict
 
 import torch
 
-from deepspeed.runtime.zero import _comm
-from deepspeed.runtime.zero._buckets import GradientReducer
+import deepspeed.comm as ds_comm
+from deepspeed.protocols.optimizer import Fragment
 from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
+from deepspeed.runtime.grad_buckets import bucket_numel
+from deepspeed.runtime.zero import _ranks
+from deepspeed.runtime.zero._flat_layout import FlatLayout
+from deepspeed.runtime.zero._grad_collectives import IntervalReduceScatter
 from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import path
     estimate_zero2_model_states_mem_needs, estimate_zero2_model_states_mem_needs_all_cold,
     estimate_zero2_model_states_mem_needs_all_live)
-from deepspeed.runtime.zero._partition import FlatLayout
+from deepspeed.runtime.zero._optimizer_base import ZeroOptimizerBase, cfg_get, offload_device, zero_version
 
-# Note: the base class integrations check with isinstance (Lightning, Accelerate).
-from deepspeed.runtime.base_optimizer import ZeROOptimizer as _Base
-
-_DEFAULT_BUCKET = int(5e8)
+_DEFAULT_ALLGATHER_BUCKET = int(5e8)
 
 
-def _unscale_clip_step(optimizer, masters, grads, norm: float, scale: float, clip_grad: float) -> None:
-    """Divide the gradient partitions by the loss scale and, when ``clip_grad`` is set, by the
-    global-norm clipping coefficient (one pass), hand them to the fp32 masters and step."""
-    combined = scale
-    if clip_grad > 0:
-        coef = clip_grad / (norm + 1e-6)
-        if coef < 1.0:
-            combined = scale / coef
-    for master, g in zip(masters, grads):
-        if combined != 1.0:
-            g.div_(combined)
-        master.grad = g
-    optimizer.step()
-
-
-def _cfg_get(cfg, key: str, default=None):
-    """``cfg.key`` for a pydantic section, ``cfg[key]`` for a dict, ``default`` for None."""
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
-def _offload_device(cfg) -> str:
-    """``"none"``, ``"cpu"`` or ``"nvme"`` from an offload section (pydantic model, dict or None)."""
-    device = _cfg_get(cfg, "device", "none") or "none"
-    return str(getattr(device, "value", device)).lower()
-
-
-def _zero_version() -> str:
-    from deepspeed.zero._version import __version__
-    return __version__
-
-
-class DeepSpeedZeroOptimizer(_Base):
+class DeepSpeedZeroOptimizer(ZeroOptimizerBase):
     """Wraps a torch optimizer so it runs ZeRO stage 1 (``partition_grads=False``) or 2.
 
     The wrapped optimizer (``.optimizer``) keeps its ``param_groups`` dicts (so LR schedulers keep
@@ -78,8 +43,8 @@ class DeepSpeedZeroOptimizer(_Base):
     def __init__(self, init_optimizer: torch.optim.Optimizer, param_names: dict | None = None, timers=None,
                  static_loss_scale: float = 1.0, dynamic_loss_scale: bool = False,
                  dynamic_loss_args: dict | None = None, verbose: bool = False, contiguous_gradients: bool = True,
-                 reduce_bucket_size: int = _DEFAULT_BUCKET, use_multi_rank_bucket_allreduce: bool = True,
-                 allgather_bucket_size: int = _DEFAULT_BUCKET, dp_process_group=None,
+                 reduce_bucket_size: int | None = None, use_multi_rank_bucket_allreduce: bool = True,
+                 allgather_bucket_size: int = _DEFAULT_ALLGATHER_BUCKET, dp_process_group=None,
                  expert_parallel_group=None, expert_data_parallel_group=None, reduce_scatter: bool = True,
                  overlap_comm: bool = False, offload_optimizer_config=None, mpu=None, clip_grad: float = 0.0,
                  gradient_accumulation_dtype: torch.dtype = torch.float32,
@@ -105,13 +70,13 @@ class DeepSpeedZeroOptimizer(_Base):
         self.zero_stage = 2 if partition_grads else 1
         self.partition_gradients = partition_grads
         self.dp_process_group = dp_process_group
-        self.partition_count = _comm.world_size(dp_process_group)
-        self.dp_rank = _comm.rank(dp_process_group)
+        self.partition_count = _ranks.world_size(dp_process_group)
+        self.dp_rank = _ranks.rank(dp_process_group)
         self.clip_grad = float(clip_grad or 0.0)
         self.elastic_checkpoint = elastic_checkpoint
         self.overlap_comm = bool(overlap_comm)
         self.contiguous_gradients = contiguous_gradients
-        self.reduce_bucket_size = int(reduce_bucket_size)
+        self.reduce_bucket_size = bucket_numel(reduce_bucket_size)
         self.allgather_bucket_size = int(allgather_bucket_size)
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.is_gradient_accumulation_boundary = True
@@ -122,12 +87,12 @@ class DeepSpeedZeroOptimizer(_Base):
         self.timers = timers
         self.param_names = dict(param_names or {})
 
-        offload_device = _offload_device(offload_optimizer_config)
-        if offload_device == "nvme":
+        offload = offload_device(offload_optimizer_config)
+        if offload == "nvme":
             raise NotImplementedError("zero_optimization.offload_optimizer.device='nvme' needs ds-aio's tensor "
                                       "swapping, which is not available yet; use device='cpu'.")
-        self.cpu_offload = offload_device == "cpu"
-        pin = bool(_cfg_get(offload_optimizer_config, "pin_memory", False))
+        self.cpu_offload = offload == "cpu"
+        pin = bool(cfg_get(offload_optimizer_config, "pin_memory", False))
 
         # -- partition every param group -----------------------------------------------------
         self.bit16_groups: list[list[torch.Tensor]] = []
@@ -182,14 +147,16 @@ class DeepSpeedZeroOptimizer(_Base):
         # Note: stage 1 reduces at the step (gradients stay whole until then); stage 2 reduces from
         # backward hooks and overlaps with backward whatever overlap_comm says, as its buckets free
         # gradient memory only once reduced.
-        self._reducer = GradientReducer(self._layouts, self._grad_partitions, self.reduce_bucket_size,
-                                        communication_data_type, dp_process_group,
-                                        overlap=self.overlap_comm or self.partition_gradients)
+        self._reducer = IntervalReduceScatter.reducer(self._layouts, self._grad_partitions, self.reduce_bucket_size,
+                                                      communication_data_type, dp_process_group,
+                                                      overlap=self.overlap_comm or self.partition_gradients)
+        self._hooks = []
         if self.partition_gradients:
-            self._reducer.register_hooks()
+            self._hooks = [p.register_post_accumulate_grad_hook(self._reducer.ready)
+                           for layout in self._layouts for p in layout.params]
 
-    # Note: param_groups, state, defaults, loss_scale, cur_scale and get_global_grad_norm come from
-    # ds-core's ZeROOptimizer base (the torch.optim.Optimizer look-alike integrations rely on).
+    # Note: param_groups, state, defaults, loss_scale, cur_scale and the global norm come from
+    # ZeroOptimizerBase (the torch.optim.Optimizer look-alike integrations rely on).
 
     # -- backward --------------------------------------------------------------------------------
     def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
@@ -201,61 +168,44 @@ class DeepSpeedZeroOptimizer(_Base):
     def overlapping_partition_gradients_reduce_epilogue(self) -> None:
         """Stage 2: launch the buckets backward did not fill and wait for every reduction."""
         if self.partition_gradients:
-            self._reducer.reduce_all()
+            self._reducer.flush()
 
     def reduce_gradients(self, pipeline_parallel: bool = False) -> None:
         """Reduce the gradients accumulated in ``param.grad`` into this rank's partition (stage 1)."""
-        self._reducer.reduce_all()
+        self._reducer.flush()
         self._stage1_reduced = True
 
     def _finish_reduction(self) -> None:
         if self.partition_gradients:
             if self._reducer.has_pending():
-                self._reducer.reduce_all()
+                self._reducer.flush()
         elif not getattr(self, "_stage1_reduced", False):
-            self._reducer.reduce_all()
+            self._reducer.flush()
         self._stage1_reduced = False
 
     # -- step ------------------------------------------------------------------------------------
-    def _has_overflow(self) -> bool:
-        flag = torch.zeros(1, device=self._comm_device)
-        for g in self._grad_partitions:
-            if not torch.isfinite(g).all():
-                flag.fill_(1.0)
-                break
-        _comm.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.dp_process_group)
-        return bool(flag.item())
-
-    def _grad_norm(self) -> float:
-        sq = torch.zeros(1, dtype=torch.float64, device=self._comm_device)
-        for g in self._grad_partitions:
-            sq += torch.linalg.vector_norm(g).double().square().to(self._comm_device)
-        _comm.all_reduce(sq, group=self.dp_process_group)
-        return math.sqrt(sq.item())
-
-    def step(self, closure=None):
+    def step(self, closure=None) -> bool:
         """Unscale, clip, step the wrapped optimizer on this rank's slices, then all-gather params."""
         if closure is not None:
             raise ValueError("DeepSpeedZeroOptimizer.step(closure=...) is not supported: gradients come from "
                              "the engine's backward; call step() without a closure.")
         self._finish_reduction()
         scale = self.loss_scaler.loss_scale
-        self.overflow = self.dynamic_loss_scale and self.check_grad_overflow and self._has_overflow()
+        self.overflow = self.dynamic_loss_scale and self.check_grad_overflow and self._any_overflow(self._grad_partitions)
         if self.overflow:
             self.loss_scaler.update_scale(True)
             self._zero_grad_partitions()
             self._global_grad_norm = float("inf")
-            return None
-        norm = self._grad_norm() / scale
+            return False
+        norm = self._partition_norm(self._grad_partitions) / scale
         self._global_grad_norm = norm
-        _unscale_clip_step(self.optimizer, self.single_partition_of_fp32_groups, self._grad_partitions,
-                           norm, scale, self.clip_grad)
+        self._unscale_clip_step(self.single_partition_of_fp32_groups, self._grad_partitions, norm, scale)
         for master in self.single_partition_of_fp32_groups:
             master.grad = None
         self._zero_grad_partitions()
         self._gather_params()
         self.loss_scaler.update_scale(False)
-        return None
+        return True
 
     def _gather_params(self) -> None:
         """Write each rank's updated slice into every rank's flat parameter buffer."""
@@ -270,13 +220,13 @@ class DeepSpeedZeroOptimizer(_Base):
                 continue
             chunk = max(1, self.allgather_bucket_size // self.partition_count)
             if chunk >= P:
-                _comm.all_gather_into(flat, own, group=self.dp_process_group)
+                ds_comm.all_gather_into_tensor(flat, own, group=self.dp_process_group)
                 continue
             # Note: gathering in chunks bounds the temporary buffer to allgather_bucket_size elements.
             for start in range(0, P, chunk):
                 n = min(chunk, P - start)
                 tmp = flat.new_empty(n * self.partition_count)
-                _comm.all_gather_into(tmp, own.narrow(0, start, n), group=self.dp_process_group)
+                ds_comm.all_gather_into_tensor(tmp, own.narrow(0, start, n), group=self.dp_process_group)
                 for r in range(self.partition_count):
                     flat.narrow(0, r * P + start, n).copy_(tmp.narrow(0, r * n, n))
 
@@ -293,29 +243,22 @@ class DeepSpeedZeroOptimizer(_Base):
                 elif p.grad is not None:
                     p.grad.zero_()
         if self._reducer.has_pending():
-            self._reducer.reduce_all()
+            self._reducer.flush()
         self._zero_grad_partitions()
         self._stage1_reduced = False
 
     # -- parameter fragments (deepspeed.utils.safe_get_full_* / safe_get_local_*) ---------------
-    def _sources(self, kind: str, key: str | None = None) -> list[torch.Tensor]:
+    def _sources(self, kind: Fragment, key: str | None = None) -> list[torch.Tensor]:
         """Per-group partition tensors holding ``kind``: fp32 master, gradient or optimizer state."""
-        if kind == "fp32":
+        if kind is Fragment.FP32_PARAM:
             return self.single_partition_of_fp32_groups
-        if kind == "grad":
+        if kind is Fragment.GRAD:
             self._finish_reduction()
             self._stage1_reduced = True
             return self._grad_partitions
-        out = []
-        for master in self.single_partition_of_fp32_groups:
-            state = self.optimizer.state.get(master, {})
-            if key not in state:
-                raise ValueError(f"optimizer state {key!r} does not exist (known: {sorted(state)}); the wrapped "
-                                 f"{type(self.optimizer).__name__} creates its state at its first step.")
-            out.append(state[key])
-        return out
+        return self._state_sources(self.single_partition_of_fp32_groups, key, self.optimizer)
 
-    def _zero_get_local(self, param, kind: str, key: str | None = None) -> torch.Tensor | None:
+    def _get_local(self, param, kind: Fragment, key: str | None = None) -> torch.Tensor | None:
         """This rank's 1-D fragment of ``param``'s ``kind`` (None when the rank owns none of it)."""
         g, i = param._zero_index
         hit = self._layouts[g].owned_fragment(i, self.dp_rank)
@@ -323,7 +266,7 @@ class DeepSpeedZeroOptimizer(_Base):
             return None
         return self._sources(kind, key)[g][hit[1].start:hit[1].end]
 
-    def _zero_get_full(self, param, kind: str, key: str | None = None) -> torch.Tensor:
+    def _get_full(self, param, kind: Fragment, key: str | None = None) -> torch.Tensor:
         """The full ``kind`` value of ``param``, assembled from every rank (a collective)."""
         g, i = param._zero_index
         sources = self._sources(kind, key)  # Note: on every rank: it may reduce pending gradients
@@ -332,27 +275,28 @@ class DeepSpeedZeroOptimizer(_Base):
         if hit is not None:
             pslice, oslice = hit
             full[pslice.start:pslice.end] = sources[g][oslice.start:oslice.end].detach().to(full.device, torch.float32)
-        _comm.all_reduce(full, group=self.dp_process_group)
-        if kind == "grad":
+        if self.partition_count > 1:
+            ds_comm.all_reduce(full, group=self.dp_process_group)
+        if kind is Fragment.GRAD:
             full /= self.loss_scaler.loss_scale
         return full.view(param.shape).to(param.device)
 
-    def _zero_set_full(self, param, value: torch.Tensor, kind: str, key: str | None = None) -> None:
+    def _set_full(self, param, value: torch.Tensor, kind: Fragment, key: str | None = None) -> None:
         g, i = param._zero_index
         sources = self._sources(kind, key)
         hit = self._layouts[g].owned_fragment(i, self.dp_rank)
-        if kind == "fp32":
+        if kind is Fragment.FP32_PARAM:
             with torch.no_grad():
                 param.data.copy_(value.reshape(param.shape))
         if hit is not None:
             pslice, oslice = hit
             piece = value.detach().reshape(-1)[pslice.start:pslice.end]
-            if kind == "grad":
+            if kind is Fragment.GRAD:
                 piece = piece * self.loss_scaler.loss_scale
             sources[g][oslice.start:oslice.end].copy_(piece)
 
-    def _zero_set_local(self, param, value: torch.Tensor, kind: str, key: str | None = None) -> None:
-        local = self._zero_get_local(param, kind, key)
+    def _set_local(self, param, value: torch.Tensor, kind: Fragment, key: str | None = None) -> None:
+        local = self._get_local(param, kind, key)
         if local is not None:
             local.copy_(value.reshape(-1))
 
@@ -381,7 +325,7 @@ class DeepSpeedZeroOptimizer(_Base):
             "zero_stage": self.zero_stage,
             "group_paddings": [layout.padding if last else 0 for layout in self._layouts],
             "partition_count": [self.partition_count] * len(self._layouts),
-            "ds_version": _zero_version(),
+            "ds_version": zero_version(),
         }
 
     def load_state_dict(self, state_dict_list, load_optimizer_states: bool = True,
@@ -419,6 +363,11 @@ class DeepSpeedZeroOptimizer(_Base):
                 P = layout.partition_numel
                 master.data.copy_(self.bit16_groups_flat[g].narrow(0, self.dp_rank * P, P))
         self._gather_params()
+
+    def destroy(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
     def refresh_master_from_model(self) -> None:
         """Copy the model's weights (this rank's slices) into the fp32 masters, after they were loaded."""

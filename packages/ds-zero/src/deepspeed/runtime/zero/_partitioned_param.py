@@ -13,7 +13,8 @@ from enum import Enum
 
 import torch
 
-from deepspeed.runtime.zero import _comm
+import deepspeed.comm as ds_comm
+from deepspeed.runtime.zero import _ranks
 
 
 class ZeroParamStatus(Enum):
@@ -58,12 +59,12 @@ def partition_param(p: torch.nn.Parameter, group=None, persist_threshold: int = 
     """
     if is_zero_param(p):
         return
-    world = _comm.world_size(group)
-    rank = _comm.rank(group)
+    world = _ranks.world_size(group)
+    rank = _ranks.rank(group)
     data = p.data
     if src_rank is not None and world > 1:
         data = data.contiguous()
-        _comm.broadcast(data, src_rank, group)
+        _ranks.broadcast_from(data, src_rank, group)
     numel = data.numel()
     part = max(1, -(-numel // world))
     flat = data.reshape(-1)
@@ -148,11 +149,15 @@ def gather(params, async_op: bool = False) -> None:
         by_key.setdefault((id(p.ds_process_group), p.ds_tensor.dtype), []).append(p)
     for batch in by_key.values():
         group = batch[0].ds_process_group
-        world = _comm.world_size(group)
+        world = _ranks.world_size(group)
         device = batch[0].device if batch[0].device.type != "meta" else batch[0].ds_tensor.device
         local = torch.cat([p.ds_tensor.to(device) for p in batch]) if len(batch) > 1 else batch[0].ds_tensor.to(device)
         out = torch.empty(local.numel() * world, dtype=local.dtype, device=device)
-        work = _comm.all_gather_into(out, local, group=group, async_op=async_op)
+        if world == 1:
+            out.copy_(local)
+            work = None
+        else:
+            work = ds_comm.all_gather_into_tensor(out, local, group=group, async_op=async_op)
         handle = _InflightGather(work, out, local, batch, world)
         if async_op and work is not None:
             for p in batch:
@@ -179,7 +184,7 @@ def release(params, force: bool = False) -> None:
 
 def scatter_full_value(p: torch.nn.Parameter) -> None:
     """Copy this rank's slice of ``p.data`` (the full tensor, AVAILABLE) into ``p.ds_tensor``."""
-    rank = _comm.rank(p.ds_process_group)
+    rank = _ranks.rank(p.ds_process_group)
     part = p.ds_tensor.numel()
     flat = p.data.reshape(-1)
     lo, hi = min(p.ds_numel, rank * part), min(p.ds_numel, (rank + 1) * part)
