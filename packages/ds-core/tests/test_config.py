@@ -427,3 +427,26 @@ def test_config_survives_pickle():
     back = pickle.loads(pickle.dumps(c))
     assert back.model == c.model
     assert (back.fp16_enabled, back.loss_scale, back.optimizer_params) == (True, 64.0, {"lr": 0.01})
+
+
+@pytest.mark.parametrize("section,expected", [
+    ({"checkpoint": {"load_universal": True}}, "'checkpoint.load_universal' is set but universal checkpoints are not implemented"),
+    ({"checkpoint": {"use_node_local_storage": True}}, "'checkpoint.use_node_local_storage' is set but it has no effect"),
+    ({"checkpoint": {"writer": {"type": "fast"}}}, "'checkpoint.writer' is set but it has no effect"),
+    ({"checkpoint": {"parallel_write": {"pipeline_stage": True}}},
+     "'checkpoint.parallel_write.pipeline_stage' is set but it has no effect without pipeline parallelism"),
+    ({"comms_logger": {"verbose": True, "prof_all": False}},
+     "comms_logger.prof_all, comms_logger.verbose set but comms_logger.enabled is false, so nothing is logged"),
+])
+def test_keys_without_effect_warn(section, expected, ds_log):
+    cfg(section)
+    assert expected in ds_log.text
+
+
+def test_load_universal_is_refused_at_load(tmp_path):
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(model=torch.nn.Linear(2, 2), config={
+        "train_micro_batch_size_per_gpu": 1, "checkpoint": {"load_universal": True}})
+    with pytest.raises(NotImplementedError, match="checkpoint.load_universal=true: universal checkpoints are not implemented"):
+        engine.load_checkpoint(str(tmp_path))

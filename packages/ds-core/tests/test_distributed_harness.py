@@ -132,3 +132,33 @@ def test_decorator_runs_on_every_rank_with_fixtures(tmp_path):
     (tmp_path / f"rank{dist.get_rank()}").write_text("x")
     dist.barrier()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0", "rank1"]
+
+
+def _tensor_results_body():
+    import os
+    import tempfile
+
+    import torch
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    flat = torch.arange(1000, dtype=torch.float32) + rank  # ZeRO keeps parameters as views of a flat buffer
+    param = torch.nn.Parameter(flat[10:16].view(2, 3))
+    # a tensor in a shared file mapping (the engine's gradient buffers live in /dev/shm)
+    path = os.path.join(tempfile.gettempdir(), f"ds_harness_{os.getpid()}")
+    mapped = torch.from_file(path, shared=True, size=64, dtype=torch.float32)
+    os.unlink(path)
+    mapped.fill_(rank)
+    return {"view": flat[3:5], "param": param, "nested": [flat[:2], (rank, flat[-1:])], "mapped": mapped[:4]}
+
+
+def test_ranks_return_tensors_and_views_of_large_buffers():
+    import torch
+
+    res = run_distributed(_tensor_results_body, world_size=2)
+    for rank, r in enumerate(res):
+        assert torch.equal(r["view"], torch.tensor([3.0, 4.0]) + rank)
+        assert r["view"].untyped_storage().nbytes() == 2 * 4  # only its own elements travelled
+        assert torch.equal(r["param"], (torch.arange(10, 16, dtype=torch.float32) + rank).view(2, 3))
+        assert r["nested"][1][0] == rank and torch.equal(r["nested"][1][1], torch.tensor([999.0 + rank]))
+        assert torch.equal(r["mapped"], torch.full((4,), float(rank)))

@@ -89,3 +89,16 @@ def test_external_parameter_is_gathered_for_the_forward():
     fetcher.remove()
     with pytest.raises(ValueError, match="was not registered as external"):
         deepspeed.zero.unregister_external_parameter(head, torch.nn.Parameter(torch.zeros(1)))
+
+
+def test_init_reads_the_config_with_the_main_parser():
+    """An HF-style config with fp16.enabled "auto" means "the default" (fp32), not fp16; a bad key is an
+    error naming it; an unknown keyword argument is refused instead of swallowed."""
+    with Init(config_dict_or_path={"fp16": {"enabled": "auto"}, "bf16": {"enabled": "auto"},
+                                   "train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 3}}):
+        lin = torch.nn.Linear(2, 2)
+    assert lin.weight.ds_tensor.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"unknown key 'zero_optimization.stage3_prefetch_bucket'; did you mean"):
+        Init(config_dict_or_path={"zero_optimization": {"stage": 3, "stage3_prefetch_bucket": 10}})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'remote_devices'"):
+        Init(remote_devices="cpu")

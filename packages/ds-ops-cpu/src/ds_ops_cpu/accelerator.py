@@ -10,3 +10,6 @@ class CPU_Accelerator(_CoreCPU):
     # Note: above core's plain CPU fallback, below every device accelerator, so a machine with a
     # GPU plugin installed picks the GPU and a CPU-only machine picks this.
     priority = 0
+    # Note: DeepSpeed's CPU accelerator names CUDA_VISIBLE_DEVICES (a placeholder the launcher never
+    # sets on CPU); kept so tools reading visible_devices_envs() see what they expect.
+    _visible_devices_env = "CUDA_VISIBLE_DEVICES"

@@ -32,6 +32,10 @@ class CUDA_Accelerator(DeepSpeedAccelerator):
             return f"torch {torch.__version__} was built without CUDA (torch.version.cuda is None)"
         return "torch.cuda.is_available() is False: no CUDA device or driver was found"
 
+    def mpi_envs(self, launcher: str) -> dict[str, str]:
+        # MVAPICH2-GDR moves device buffers itself only when told so.
+        return {"MV2_USE_CUDA": "1"} if launcher == "mvapich" else {}
+
     def is_triton_supported(self) -> bool:
         if importlib.util.find_spec("triton") is None:
             return False

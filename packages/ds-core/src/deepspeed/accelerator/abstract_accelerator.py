@@ -27,8 +27,9 @@ class DeepSpeedAccelerator:
     _device_type: str = "cpu"
     _communication_backend_name: str = "gloo"
     _compile_backend: str = "inductor"
-    #: Environment variable that restricts the visible devices (used by the launcher).
-    _visible_devices_env: str = "CUDA_VISIBLE_DEVICES"
+    #: Environment variable that restricts the visible devices (used by the launcher); None means
+    #: ``<DEVICE_TYPE>_VISIBLE_DEVICES``. Vendors set their own (CUDA_VISIBLE_DEVICES, ZE_AFFINITY_MASK...).
+    _visible_devices_env: str | None = None
     #: Auto-selection order among available plugins: highest wins; the CPU accelerator is lowest.
     priority: int = 0
     #: Environment-variable prefixes the launcher forwards to remote ranks.
@@ -339,7 +340,12 @@ class DeepSpeedAccelerator:
         return list(self._export_env_prefixes)
 
     def visible_devices_envs(self) -> list[str]:
-        return [self._visible_devices_env]
+        return [self._visible_devices_env or f"{self._device_type.upper()}_VISIBLE_DEVICES"]
+
+    def mpi_envs(self, launcher: str) -> dict[str, str]:
+        """Environment the MPI ``launcher`` (``"mvapich"``, ``"openmpi"``, ...) needs for this device
+        (e.g. CUDA-aware MPI switches); none by default."""
+        return {}
 
     def set_visible_devices_envs(self, current_env: dict[str, str], local_accelerator_ids: list[int]) -> None:
         for env in self.visible_devices_envs():

@@ -36,7 +36,6 @@ class CPU_Accelerator(DeepSpeedAccelerator):
     _name = "cpu"
     _device_type = "cpu"
     _communication_backend_name = "gloo"
-    _visible_devices_env = "CUDA_VISIBLE_DEVICES"
     priority = -100
     _export_env_prefixes = ("KMP_", "OMP_", "MKL_", "I_MPI_")
 

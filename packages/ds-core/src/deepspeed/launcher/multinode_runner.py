@@ -290,8 +290,9 @@ class MVAPICHRunner(MultiNodeRunner):
         self.add_export("MV2_DEBUG_SHOW_BACKTRACE", "1")
         from deepspeed.accelerator import get_accelerator
 
-        if get_accelerator().device_name() == "cuda":
-            self.add_export("MV2_USE_CUDA", "1")
+        # Note: device-aware MPI settings (MV2_USE_CUDA for CUDA) come from the accelerator.
+        for key, value in get_accelerator().mpi_envs("mvapich").items():
+            self.add_export(key, value)
         self.add_export("MV2_SUPPORT_DL", "1")
         self.add_export("MV2_ENABLE_AFFINITY", "0")
         self.add_export("MV2_INTER_ALLGATHER_TUNING", "5")

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from deepspeed.monitor.monitor import Monitor
-from deepspeed.monitor.wandb import _import
+from deepspeed.monitor.base import Monitor, _import
 
 
 class CometMonitor(Monitor):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import os
 
-from deepspeed.monitor.monitor import Monitor
+from deepspeed.monitor.base import Monitor
 
 
 class CSVMonitor(Monitor):

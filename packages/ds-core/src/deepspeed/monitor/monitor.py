@@ -8,8 +8,7 @@ step is the number of samples seen so far. Only rank 0 writes.
 
 from __future__ import annotations
 
-import os
-from abc import ABC, abstractmethod
+from deepspeed.monitor.base import Monitor, _rank, _scalar
 
 #: The event names the engine writes (DeepSpeed's).
 TRAIN_LOSS_EVENT = "Train/Samples/train_loss"
@@ -20,36 +19,6 @@ BACKWARD_TIME_EVENT = "Train/Samples/elapsed_time_ms_backward"
 BACKWARD_INNER_TIME_EVENT = "Train/Samples/elapsed_time_ms_backward_inner"
 BACKWARD_ALLREDUCE_TIME_EVENT = "Train/Samples/elapsed_time_ms_backward_allreduce"
 STEP_TIME_EVENT = "Train/Samples/elapsed_time_ms_step"
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
-def _scalar(value):
-    """A Python number from a float, an int or a one-element tensor."""
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-class Monitor(ABC):
-    """One destination for training events."""
-
-    def __init__(self, monitor_config):
-        self.monitor_config = monitor_config
-        self.enabled = bool(getattr(monitor_config, "enabled", False))
-
-    @abstractmethod
-    def write_events(self, event_list) -> None:
-        """Record ``[(name, value, step), ...]``."""
-
-    def close(self) -> None:
-        """Flush and release files or connections."""
 
 
 def _as_monitor_config(monitor_config):

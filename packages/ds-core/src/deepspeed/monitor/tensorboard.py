@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from deepspeed.monitor.monitor import Monitor
+from deepspeed.monitor.base import Monitor
 
 
 class TensorBoardMonitor(Monitor):

@@ -3,19 +3,7 @@
 
 from __future__ import annotations
 
-import importlib
-
-from deepspeed.monitor.monitor import Monitor
-
-
-def _import(package: str, section: str):
-    try:
-        return importlib.import_module(package)
-    except ImportError as exc:
-        raise RuntimeError(
-            f"{section}.enabled=true in the ds_config needs the {package} package, which is not installed "
-            f"({exc}). Fix: pip install {package}, or set {section}.enabled to false"
-        ) from None
+from deepspeed.monitor.base import Monitor, _import
 
 
 class WandbMonitor(Monitor):

@@ -126,6 +126,9 @@ def _version() -> str:
 
 def load(engine, load_dir: str, tag: Any, strict: bool, load_optimizer_states: bool, load_lr_scheduler_states: bool,
          load_module_only: bool, custom_load_fn) -> tuple[str | None, dict | None]:
+    if getattr(engine._config, "load_universal_checkpoint", False):
+        raise NotImplementedError("checkpoint.load_universal=true: universal checkpoints are not implemented yet "
+                                  "(they come with ds-checkpoint); remove the key to load a regular checkpoint")
     if tag is None:
         latest = os.path.join(load_dir, "latest")
         if not os.path.isfile(latest):

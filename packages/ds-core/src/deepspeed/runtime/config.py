@@ -119,6 +119,13 @@ _UNSUPPORTED: list[tuple[str, Callable[[Any], bool], str]] = [
     ("compile.deepcompile", bool, "DeepCompile is not implemented; engine.compile() uses torch.compile"),
     ("graph_harvesting", bool, "graph harvesting is not implemented"),
     ("managed_gradient_accumulation", bool, "managed gradient accumulation is not implemented"),
+    ("checkpoint.load_universal", bool,
+     "universal checkpoints are not implemented yet (they come with ds-checkpoint); load_checkpoint refuses to run"),
+    ("checkpoint.use_node_local_storage", bool,
+     "it has no effect: global rank 0 writes the model states, which assumes storage every node sees"),
+    ("checkpoint.writer", lambda v: v is not None,
+     "it has no effect: files are written by the engine's checkpoint engine (atomic torch.save)"),
+    ("checkpoint.parallel_write.pipeline_stage", bool, "it has no effect without pipeline parallelism"),
 ]
 
 class _RootBase(CoreSections):
@@ -243,12 +250,15 @@ class DeepSpeedConfig:
     """A parsed and checked ds_config, with DeepSpeed's flat attribute names.
 
     ``config``: a dict, a path to a JSON file, or a base64-encoded JSON string. ``mpu`` /
-    ``mesh_device`` / ``world_size`` decide the data-parallel world size of the batch triangle.
+    ``mesh_device`` / ``world_size`` decide the data-parallel world size of the batch triangle
+    (``check_batch=False`` leaves the batch sizes as given: for readers that need other sections
+    only, such as ``zero.Init``). ``features``: the feature set whose sections are parsed (the
+    installed ones by default).
     ``.model`` is the validated pydantic root; ``._param_dict`` the dict after "auto" handling.
     """
 
     def __init__(self, config: Union[str, dict, os.PathLike], mpu: Any = None, mesh_device: Any = None,
-                 world_size: Optional[int] = None, features: Any = None):
+                 world_size: Optional[int] = None, features: Any = None, check_batch: bool = True):
         if features is None:
             from deepspeed import _features
 
@@ -302,7 +312,13 @@ class DeepSpeedConfig:
         self.world_size = _batch.dp_world_size(world_size, mpu, mesh_device, self.model.sequence_parallel_size)
         self._set_flat_attributes()
         self._set_feature_attributes()
-        self._configure_train_batch_size(autos)
+        if check_batch:
+            self._configure_train_batch_size(autos)
+        else:
+            m = self.model
+            self.train_batch_size = m.train_batch_size
+            self.train_micro_batch_size_per_gpu = m.train_micro_batch_size_per_gpu
+            self.gradient_accumulation_steps = m.gradient_accumulation_steps
         features.validate_config(self)
         self._check_partitioned_precision()
 
@@ -335,6 +351,12 @@ class DeepSpeedConfig:
             value = _get(self._param_dict, dotted)
             if value is not None and is_on(value):
                 logger.warning(f"ds_config: '{dotted}' is set but {what}")
+        comms = self._param_dict.get("comms_logger")
+        if isinstance(comms, dict) and not self.model.comms_logger.enabled:
+            idle = sorted(k for k in comms if k != "enabled")
+            if idle:
+                logger.warning(f"ds_config: comms_logger.{', comms_logger.'.join(idle)} set but comms_logger.enabled "
+                               "is false, so nothing is logged; set comms_logger.enabled to true")
         if self.model.vocabulary_size and self.model.vocabulary_size % 8 != 0:
             logger.warning(f"ds_config: vocabulary_size {self.model.vocabulary_size} is not a multiple of 8, "
                            "which may lower tensor-core utilisation")

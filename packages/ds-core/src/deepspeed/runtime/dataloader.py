@@ -19,7 +19,7 @@ class DeepSpeedDataLoader:
         self.epoch = 0
         self._loader = DataLoader(dataset, batch_size=batch_size, sampler=data_sampler, collate_fn=collate_fn,
                                   num_workers=num_local_io_workers or 0,
-                                  pin_memory=pin_memory and torch.cuda.is_available(),
+                                  pin_memory=pin_memory and torch.accelerator.is_available(),
                                   drop_last=dataloader_drop_last)
 
     def set_epoch(self, epoch: int) -> None:

@@ -133,19 +133,44 @@ def _worker(rank: int, payload: bytes, hint, env: dict, sys_path: list, conn, st
         fn = getattr(fn, "_ds_distributed_body", fn)
         result = fn(*args, **kwargs)
         try:
-            conn.send(("ok", result))
-            succeeded = True
+            data = pickle.dumps(("ok", _portable(result)))
         except Exception:
-            conn.send(("error", "the return value could not be sent back (it must be picklable):\n"
-                       + traceback.format_exc()))
+            data = pickle.dumps(("error", "the return value could not be sent back (it must be picklable):\n"
+                                 + traceback.format_exc()))
+        conn.send_bytes(data)
+        succeeded = True
     except BaseException:
         try:
-            conn.send(("error", traceback.format_exc()))
+            conn.send_bytes(pickle.dumps(("error", traceback.format_exc())))
         except Exception:
             pass
     finally:
         conn.close()
         _teardown(succeeded)
+
+
+def _portable(obj):
+    """``obj`` with every tensor replaced by a compact, detached CPU copy.
+
+    Note: results travel as plain pickle bytes. Pickled through the connection, a tensor would
+    go through torch's multiprocessing reductions, which share its storage with the parent and
+    need this process alive until the parent reads it (a rank that returned a view of a ZeRO flat
+    buffer then "exited before returning a result"); a copy also pickles only its own elements.
+    """
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True).clone()
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple
+        return type(obj)(*(_portable(v) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_portable(v) for v in obj)
+    if isinstance(obj, dict):
+        import collections
+
+        out = {k: _portable(v) for k, v in obj.items()}
+        return collections.OrderedDict(out) if isinstance(obj, collections.OrderedDict) else out
+    return obj
 
 
 def _teardown(succeeded: bool) -> None:
@@ -269,9 +294,15 @@ def _run_once(payload: bytes, hint, fn, world_size: int, timeout: float, extra_e
                     continue
                 if obj is conns[rank] or conns[rank].poll():
                     try:
-                        status, value = conns[rank].recv()
+                        data = conns[rank].recv_bytes()
                     except (EOFError, OSError):
                         status, value = "exit", None
+                    else:
+                        try:
+                            status, value = pickle.loads(data)
+                        except Exception:
+                            status, value = "error", ("the return value could not be read back:\n"
+                                                      + traceback.format_exc())
                 else:
                     status, value = "exit", None
                 if status == "exit":

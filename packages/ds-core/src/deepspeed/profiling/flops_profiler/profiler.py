@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from deepspeed.profiling.flops_profiler import op_counts
+from deepspeed.profiling.flops_profiler.module_stats import get_module_duration, get_module_flops, get_module_macs
 from deepspeed.profiling.flops_profiler.report import (
     duration_to_string,
     flops_to_string,
@@ -44,21 +45,6 @@ def _param_count(module: nn.Module) -> int:
     # Note: every parameter counts, trainable or frozen; a ZeRO-3 partitioned parameter counts
     # its full size (ds_numel), not the local shard.
     return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())
-
-
-def get_module_flops(module: nn.Module) -> int:
-    return getattr(module, "__flops__", 0) + sum(get_module_flops(c) for c in module.children())
-
-
-def get_module_macs(module: nn.Module) -> int:
-    return getattr(module, "__macs__", 0) + sum(get_module_macs(c) for c in module.children())
-
-
-def get_module_duration(module: nn.Module) -> float:
-    duration = getattr(module, "__duration__", 0.0)
-    if duration == 0.0:  # a container that never ran forward itself (e.g. ModuleList)
-        duration = sum(get_module_duration(c) for c in module.children())
-    return duration
 
 
 class FlopsProfiler:

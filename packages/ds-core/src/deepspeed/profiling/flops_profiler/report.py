@@ -6,6 +6,8 @@ import collections
 
 import torch.nn as nn
 
+from deepspeed.profiling.flops_profiler.module_stats import get_module_duration, get_module_macs
+
 _UNITS = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")]
 
 
@@ -61,8 +63,6 @@ def _timer_seconds(engine, name: str) -> float:
 
 
 def summary(prof, profile_step: int) -> list[str]:
-    from deepspeed.profiling.flops_profiler.profiler import get_module_duration
-
     model, engine = prof.model, prof.ds_engine
     flops, macs, params = prof.get_total_flops(), prof.get_total_macs(), prof.get_total_params()
     fwd = get_module_duration(model)
@@ -123,8 +123,6 @@ def summary(prof, profile_step: int) -> list[str]:
 def aggregated_profile(model: nn.Module, module_depth: int = -1, top_modules: int = 1) -> str:
     """Per depth of the module tree, the top modules (summed by class) by params, MACs and
     forward latency."""
-    from deepspeed.profiling.flops_profiler.profiler import get_module_duration, get_module_macs
-
     by_depth: dict[int, dict[str, list[float]]] = collections.defaultdict(
         lambda: collections.defaultdict(lambda: [0, 0, 0.0]))
 

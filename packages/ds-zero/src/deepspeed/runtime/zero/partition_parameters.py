@@ -7,9 +7,7 @@ so ``Init`` looks it up in this module's globals when it is entered).
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import os
 from typing import Callable
 
@@ -17,6 +15,7 @@ import torch
 
 from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.zero import _ranks
+from deepspeed.runtime.zero._optimizer_base import offload_device
 from deepspeed.runtime.zero._partitioned_param import (ZeroParamStatus, ZeroParamType, gather, is_zero_param, partition_param,
                                             release, scatter_full_value)
 
@@ -68,23 +67,21 @@ def unregister_external_parameter(module: torch.nn.Module, parameter: torch.nn.P
     del ext[id(parameter)]
 
 
-def _load_config(config_dict_or_path) -> dict:
+def _parse_config(config_dict_or_path, mpu=None):
+    """The ds_config given to ``Init`` parsed by ds-core's one loader (a dict, a JSON path, base64
+    JSON or an already parsed DeepSpeedConfig), or None when none was given."""
     if config_dict_or_path is None:
-        return {}
-    if isinstance(config_dict_or_path, dict):
+        return None
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    if isinstance(config_dict_or_path, DeepSpeedConfig):
         return config_dict_or_path
-    if hasattr(config_dict_or_path, "_param_dict"):  # a DeepSpeedConfig
-        return config_dict_or_path._param_dict
-    if isinstance(config_dict_or_path, (str, os.PathLike)) and os.path.exists(config_dict_or_path):
-        with open(config_dict_or_path) as f:
-            return json.load(f)
-    if isinstance(config_dict_or_path, str):
-        try:
-            return json.loads(base64.urlsafe_b64decode(config_dict_or_path).decode())
-        except Exception:
-            pass
-    raise ValueError(f"zero.Init(config_dict_or_path={config_dict_or_path!r}): expected a dict, a path to a JSON "
-                     "file or a base64-encoded JSON string")
+    if not isinstance(config_dict_or_path, (dict, str, os.PathLike)):
+        raise ValueError(f"zero.Init(config_dict_or_path={config_dict_or_path!r}): expected a dict, a path to a JSON "
+                         "file or a base64-encoded JSON string")
+    # Note: Init needs the precision and zero_optimization sections only; the batch sizes are
+    # checked by deepspeed.initialize (Transformers calls Init before it knows them).
+    return DeepSpeedConfig(config_dict_or_path, mpu, check_batch=False)
 
 
 def _ensure_distributed() -> None:
@@ -95,10 +92,6 @@ def _ensure_distributed() -> None:
         import deepspeed.comm
 
         deepspeed.comm.init_distributed()
-
-
-def _enabled(section) -> bool:
-    return isinstance(section, dict) and bool(section.get("enabled", False))
 
 
 def _all_subclasses(cls):
@@ -127,7 +120,7 @@ class Init:
                  pin_memory: bool = False, config_dict_or_path=None, config=None, enabled: bool = True, dtype=None,
                  mpu=None, zero_param_parallel_group=None, zero_quantized_weights: bool = False,
                  zero_quantized_nontrainable_weights: bool = False, sequence_data_parallel_group=None,
-                 param_swapper=None, **unused):
+                 param_swapper=None, tensor_overrides=None):
         self.enabled = enabled
         if not enabled:
             return
@@ -137,16 +130,20 @@ class Init:
         if zero_param_parallel_group is not None:
             raise NotImplementedError("zero.Init(zero_param_parallel_group=...) (ZeRO++ hpZ) is not supported by "
                                       "ds-zero yet; leave it None.")
+        if param_swapper is not None or tensor_overrides is not None:
+            raise NotImplementedError("zero.Init(param_swapper=...) / zero.Init(tensor_overrides=...) are not "
+                                      "supported by ds-zero; leave them None.")
         _ensure_distributed()
-        cfg = _load_config(config_dict_or_path if config_dict_or_path is not None else config)
-        zero = cfg.get("zero_optimization") if isinstance(cfg.get("zero_optimization"), dict) else {}
+        # Note: the config goes through ds-core's parser, so "auto" values take their defaults
+        # (fp16.enabled="auto" is not fp16) and a malformed config is an error naming the key.
+        cfg = _parse_config(config_dict_or_path if config_dict_or_path is not None else config, mpu)
         if dtype is None:
-            dtype = torch.half if _enabled(cfg.get("fp16")) else torch.bfloat16 if _enabled(
-                cfg.get("bf16")) or _enabled(cfg.get("bfloat16")) else torch.get_default_dtype()
+            dtype = torch.half if cfg is not None and cfg.fp16_enabled else torch.bfloat16 if cfg is not None \
+                and cfg.bfloat16_enabled else torch.get_default_dtype()
         self.dtype = dtype
-        offload = (zero.get("offload_param") or {}).get("device") if isinstance(zero.get("offload_param"), dict) \
-            else None
-        remote_device = remote_device or (offload if offload not in (None, "none") else None)
+        zero = getattr(cfg, "zero_config", None)
+        offload = offload_device(getattr(zero, "offload_param", None))
+        remote_device = remote_device or (offload if offload != "none" else None)
         if remote_device is not None and str(remote_device) == "nvme":
             raise NotImplementedError("zero.Init(remote_device='nvme') needs ds-aio's tensor swapping, which is "
                                       "not available yet; use remote_device='cpu'.")
