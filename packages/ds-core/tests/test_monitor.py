@@ -116,3 +116,16 @@ def test_comet_logs_once_per_interval(monkeypatch):
     for step in (4, 8, 12, 19, 20):
         master.write_events([("Train/Samples/train_loss", float(step), step)])
     assert [s for _, _, s in logged] == [4, 12, 20]
+
+
+def test_engine_refuses_an_enabled_monitor_that_cannot_start(monkeypatch):
+    """``tensorboard.enabled: true`` without tensorboard stops ``initialize`` with the fix, instead of
+    training silently without logs."""
+    import sys
+
+    import deepspeed
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(RuntimeError, match=r"needs the tensorboard package.*pip install tensorboard"):
+        deepspeed.initialize(model=torch.nn.Linear(2, 2), config={
+            "train_micro_batch_size_per_gpu": 1, "tensorboard": {"enabled": True, "output_path": "/tmp/unused"}})
