@@ -80,7 +80,9 @@ def build(session: nox.Session) -> None:
     dist = ROOT / "dist"
     session.run("python", "-c", f"import shutil; shutil.rmtree({str(dist)!r}, ignore_errors=True)")
     for name in PACKAGES:
-        session.run("python", "-m", "build", "--no-isolation", "--wheel", "--outdir", str(dist), f"packages/{name}", silent=True)
+        # Note: sdist, then the wheel built from that sdist (outside the monorepo layout), so a
+        # package whose build hook needs core's build helpers proves its sdist carries them.
+        session.run("python", "-m", "build", "--no-isolation", "--outdir", str(dist), f"packages/{name}", silent=True)
     session.run("python", "tests/wheel_check.py", "--dist", str(dist), "--torch", TORCH, *PACKAGES)
 
 

@@ -3,8 +3,10 @@
 
 What to build is read from ``src/ds_ops_cpu/_build_plan.py`` (the same plan the run-time JIT
 uses, so the prebuilt modules carry the ``SOURCE_HASH`` the op builders expect). The knobs
-(``DS_BUILD_OPS``, ``DS_BUILD_CPU_*``, ``MAX_JOBS``, ``CXX``) are read from core's
-``deepspeed/ops/op_builder/_knobs.py`` next door in the monorepo.
+(``DS_BUILD_OPS``, ``DS_BUILD_CPU_*``, ``MAX_JOBS``, ``CXX``) and the ninja helper (finding
+ninja, writing ``build.ninja``, running it) are core's ``deepspeed/ops/op_builder/_knobs.py`` and
+``_native.py``, loaded by path: next door in the monorepo, or the copies in the sdist's
+``_build_support/``. The run-time JIT uses the same two modules.
 
 Without a compiler the wheel is still built, pure Python, with a warning: the ops then JIT-build
 on first use (or fall back to PyTorch). A compile error is a warning too, unless the user asked
@@ -15,11 +17,8 @@ Editable installs build nothing (the JIT cache serves a checkout).
 from __future__ import annotations
 
 import importlib.util
-import os
 import pathlib
-import shlex
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -38,71 +37,29 @@ def _load(name: str, path: pathlib.Path):
     return module
 
 
-def _knobs():
-    path = HERE.parent / "ds-core" / "src" / "deepspeed" / "ops" / "op_builder" / "_knobs.py"
-    if path.exists():
-        return _load("_ds_build_knobs", path)
-    return None
+#: Where core's build-time modules (``_knobs.py``, ``_native.py``; standard library only) are
+#: found: beside this package in the monorepo, else the copies an sdist carries.
+_SUPPORT_DIRS = (HERE.parent / "ds-core" / "src" / "deepspeed" / "ops" / "op_builder", HERE / "_build_support")
 
 
-class _FallbackKnobs:
-    """Used only when ds-core's knob module is not beside this package (an unpacked sdist)."""
-
-    @staticmethod
-    def build_op(var: str) -> bool:
-        return os.environ.get(var, os.environ.get("DS_BUILD_OPS", "1")) not in ("0", "false", "no", "off")
-
-    @staticmethod
-    def build_explicitly_requested(var: str) -> bool:
-        return os.environ.get(var, os.environ.get("DS_BUILD_OPS", "0")) == "1"
-
-    @staticmethod
-    def max_jobs() -> int:
-        return int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
-
-    @staticmethod
-    def cxx() -> str:
-        return os.environ.get("CXX", "c++")
+def _support(name: str):
+    for folder in _SUPPORT_DIRS:
+        if (folder / f"{name}.py").exists():
+            return _load(f"_ds_build_{name}", folder / f"{name}.py")
+    raise RuntimeError(
+        f"ds-ops-cpu build: core's {name}.py not found in {' or '.join(str(d) for d in _SUPPORT_DIRS)}. "
+        "Fix: build from the monorepo checkout or from the ds-ops-cpu sdist (which carries it)."
+    )
 
 
-def _ninja_file(plan, op, out_name: str, cxx: str) -> str:
+def _units(plan, native, op) -> list:
     import pybind11
 
-    q = shlex.quote
-    paths = sysconfig.get_paths()
-    includes = [f"-I{plan.csrc_dir()}", f"-I{pybind11.get_include()}", f"-I{paths['include']}"]
-    if paths.get("platinclude") and paths["platinclude"] != paths["include"]:
-        includes.append(f"-I{paths['platinclude']}")
-    lines = [
-        "ninja_required_version = 1.3",
-        f"cxx = {q(cxx)}",
-        "rule compile",
-        "  command = $cxx -MMD -MF $out.d $cflags -c $in -o $out",
-        "  depfile = $out.d",
-        "  deps = gcc",
-        "rule link",
-        "  command = $cxx $in -shared -pthread -o $out",
+    includes = [f"-I{plan.csrc_dir()}", f"-I{pybind11.get_include()}", *(f"-I{p}" for p in native.python_includes())]
+    return [
+        native.Unit(src, name, (*plan.COMMON_FLAGS, *flags, *includes))
+        for src, name, flags in plan.units(op, plan.source_hash(op))
     ]
-    objs = []
-    for src, name, flags in plan.units(op, plan.source_hash(op)):
-        objs.append(f"{name}.o")
-        cflags = [*plan.COMMON_FLAGS, *flags, *includes]
-        lines += [f"build {name}.o: compile {q(src)}", "  cflags = " + " ".join(q(f) for f in cflags)]
-    lines += [f"build {out_name}: link {' '.join(objs)}", f"default {out_name}", ""]
-    return "\n".join(lines)
-
-
-def _ninja_bin() -> str | None:
-    found = shutil.which("ninja")
-    if found:
-        return found
-    try:
-        import ninja
-
-        path = os.path.join(ninja.BIN_DIR, "ninja")
-        return path if os.path.exists(path) else None
-    except ImportError:
-        return None
 
 
 class CustomBuildHook(BuildHookInterface):
@@ -112,12 +69,12 @@ class CustomBuildHook(BuildHookInterface):
         if self.target_name != "wheel" or version == "editable":
             return
         plan = _load("_ds_ops_cpu_build_plan", HERE / "src" / "ds_ops_cpu" / "_build_plan.py")
-        knobs = _knobs() or _FallbackKnobs()
+        knobs, native = _support("_knobs"), _support("_native")
         ops = [op for op in plan.OPS if knobs.build_op(op.build_var)]
         if not ops:
             return
         cxx = knobs.cxx()
-        ninja = _ninja_bin()
+        ninja = native.find_ninja()
         missing = [what for what, ok in (("C++ compiler " + repr(cxx), shutil.which(cxx)), ("ninja", ninja)) if not ok]
         if missing:
             warnings.warn(
@@ -134,10 +91,8 @@ class CustomBuildHook(BuildHookInterface):
             out_dir = pathlib.Path(self._tmp) / op.name
             out_dir.mkdir(parents=True)
             out_name = op.module + ext
-            (out_dir / "build.ninja").write_text(_ninja_file(plan, op, out_name, cxx))
-            proc = subprocess.run(
-                [ninja, "-C", str(out_dir), "-j", str(knobs.max_jobs())], capture_output=True, text=True
-            )
+            (out_dir / "build.ninja").write_text(native.ninja_text(_units(plan, native, op), out_name, cxx))
+            proc = native.run_ninja(ninja, out_dir, knobs.max_jobs())
             if proc.returncode != 0:
                 msg = (
                     f"ds-ops-cpu: op '{op.name}' failed to compile, so the wheel ships it as sources "

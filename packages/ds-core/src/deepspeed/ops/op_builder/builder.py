@@ -6,8 +6,8 @@ machine can run it (:meth:`is_compatible`), whether a prebuilt module shipped wi
 ops packages under the ``deepspeed.op_builders`` entry-point group as ``<accelerator>.<NAME>``.
 
 :meth:`OpBuilder.load` prefers the prebuilt module when its embedded ``SOURCE_HASH`` matches the
-sources beside it; otherwise it JIT-builds with ninja into
-``<cache>/<NAME>-<key>/`` where the key hashes the sources and flags, the torch version, the
+sources beside it; otherwise it JIT-builds with ninja into ``<cache>/<NAME>-<key>/`` (through
+:mod:`deepspeed.ops.op_builder._native`, the helper the wheel build hooks share), where the key hashes the sources and flags, the torch version, the
 Python ABI and the CPU architecture / ISA variants. A file lock makes concurrent ranks build once.
 Every knob is read from :mod:`deepspeed.ops.op_builder._knobs`.
 """
@@ -22,15 +22,13 @@ import importlib.util
 import os
 import pathlib
 import platform
-import shlex
 import shutil
-import subprocess
 import sysconfig
 import threading
 import time
 from typing import Any, Iterator
 
-from deepspeed.ops.op_builder import _knobs
+from deepspeed.ops.op_builder import _knobs, _native
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +60,6 @@ def _file_lock(path: pathlib.Path) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 class OpBuilder:
@@ -186,50 +180,15 @@ class OpBuilder:
         self.error_log = cause
         return RuntimeError(f"op '{self.name}' could not be built: {cause}\nFix: {fix}")
 
-    def _python_includes(self) -> list[str]:
-        paths = sysconfig.get_paths()
-        return [p for p in {paths.get("include"), paths.get("platinclude")} if p]
-
     def _ninja_text(self, build_dir: pathlib.Path, cxx: str) -> str:
-        includes = [f"-I{p}" for p in [*self.include_paths(), *self._python_includes()]]
-        q = shlex.quote
-        lines = [
-            "ninja_required_version = 1.3",
-            f"cxx = {q(cxx)}",
-            "rule compile",
-            "  command = $cxx -MMD -MF $out.d $cflags -c $in -o $out",
-            "  depfile = $out.d",
-            "  deps = gcc",
-            "  description = compile $in",
-            "rule link",
-            "  command = $cxx $in $ldflags -o $out",
-            "  description = link $out",
+        includes = [f"-I{p}" for p in [*self.include_paths(), *_native.python_includes()]]
+        units = [
+            _native.Unit(u.source, u.name, (*self.cxx_args(), *u.flags, *includes)) for u in self.compile_units()
         ]
-        objs = []
-        for unit in self.compile_units():
-            obj = f"{unit.name}.o"
-            objs.append(obj)
-            flags = [*self.cxx_args(), *unit.flags, *includes]
-            lines += [f"build {obj}: compile {q(unit.source)}", "  cflags = " + " ".join(q(f) for f in flags)]
         # Note: the linker writes a temporary name that jit_build renames into place, so a process
         # that checks for the module without the lock never sees a half-written file.
         out = self._module_path(build_dir).name + ".partial"
-        ldflags = ["-shared", "-pthread", *self.extra_ldflags()]
-        lines += [f"build {out}: link {' '.join(objs)}", "  ldflags = " + " ".join(q(f) for f in ldflags)]
-        lines += [f"default {out}", ""]
-        return "\n".join(lines)
-
-    def _ninja(self) -> str | None:
-        found = shutil.which("ninja")
-        if found:
-            return found
-        try:
-            import ninja  # the PyPI package ships the binary
-
-            path = os.path.join(ninja.BIN_DIR, "ninja")
-            return path if os.path.exists(path) else None
-        except ImportError:
-            return None
+        return _native.ninja_text(units, out, cxx, self.extra_ldflags())
 
     def jit_build(self, verbose: bool = False) -> pathlib.Path:
         """Compile into the cache (once across concurrent processes) and return the module path."""
@@ -248,18 +207,14 @@ class OpBuilder:
                     "install one (e.g. `apt-get install g++`) or point CXX at it; "
                     "or install a ds-ops wheel that ships the op prebuilt.",
                 )
-            ninja = self._ninja()
+            ninja = _native.find_ninja()
             if ninja is None:
                 raise self._fail("ninja is not installed", "pip install ninja")
             build_dir.mkdir(parents=True, exist_ok=True)
             (build_dir / "build.ninja").write_text(self._ninja_text(build_dir, cxx))
             jobs = _knobs.max_jobs()
             start = time.perf_counter()
-            proc = subprocess.run(
-                [ninja, "-C", str(build_dir), "-j", str(jobs)],
-                capture_output=True,
-                text=True,
-            )
+            proc = _native.run_ninja(ninja, build_dir, jobs)
             elapsed = time.perf_counter() - start
             partial = target.with_name(target.name + ".partial")
             if proc.returncode == 0 and partial.exists():
@@ -267,7 +222,7 @@ class OpBuilder:
             if proc.returncode != 0 or not target.exists():
                 raise self._fail(
                     f"the compiler failed (ninja exit {proc.returncode}) in {build_dir}:\n"
-                    f"{_tail(proc.stdout + proc.stderr)}",
+                    f"{_native.tail(proc.stdout + proc.stderr)}",
                     f"fix the compiler error above (a C++17 compiler is needed: g++ >= 12 or clang >= 15), "
                     f"or set CXX to another compiler; remove {build_dir} to retry. The op's callers fall "
                     f"back to PyTorch meanwhile.",
