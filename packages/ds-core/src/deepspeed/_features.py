@@ -154,10 +154,16 @@ class FeatureSet:
                                               f"{self._label(b)} under this config)")
 
     def parallel_dims(self, config: Any) -> dict[str, int]:
+        return self._dims("parallel_dims", config)
+
+    def model_parallel_dims(self, model: Any) -> dict[str, int]:
+        return self._dims("model_parallel_dims", model)
+
+    def _dims(self, hook: str, arg: Any) -> dict[str, int]:
         dims: dict[str, int] = {}
         source: dict[str, DeepSpeedFeature] = {}
         for feature in self:
-            for dim, size in (feature.parallel_dims(config) or {}).items():
+            for dim, size in (getattr(feature, hook)(arg) or {}).items():
                 if dim in dims and dims[dim] != int(size):
                     raise FeatureError(f"{self._label(source[dim])} sets parallel dimension '{dim}' to {dims[dim]} "
                                        f"and {self._label(feature)} to {size}; they must agree")

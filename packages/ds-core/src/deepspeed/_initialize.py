@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from deepspeed._errors import InputError
 from deepspeed.utils.logging import logger
 
 
@@ -30,6 +31,23 @@ def _resolve_config(args, config, config_params) -> Any:
     return config
 
 
+def _data_parallel_world(model_dims: dict) -> int | None:
+    """The ranks the batch triangle counts when the model carries parallel dimensions itself
+    (``model_parallel_dims``): the world divided by their sizes; None (the config's own rule) otherwise."""
+    if not model_dims:
+        return None
+    import math
+
+    import deepspeed.comm as dist
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    split = math.prod(model_dims.values())
+    if world % split:
+        raise ValueError(f"the model is built for parallel dimensions {model_dims} (product {split}), which does not "
+                         f"divide the world size {world}; launch a multiple of {split} ranks or rebuild the model")
+    return world // split
+
+
 def initialize(args=None, model=None, optimizer=None, model_parameters=None, training_data=None, lr_scheduler=None,
                mpu=None, dist_init_required=None, collate_fn=None, config=None, config_params=None):
     """Build the engine for ``model`` from the ds_config.
@@ -40,7 +58,8 @@ def initialize(args=None, model=None, optimizer=None, model_parameters=None, tra
     groups; ``training_data`` a Dataset, for which a distributed loader is built.
     """
     if model is None:
-        raise ValueError("deepspeed.initialize: model is None; pass the torch.nn.Module to train")
+        # Note: DeepSpeed asserts here; InputError is a ValueError and an AssertionError.
+        raise InputError("deepspeed.initialize requires a model: model is None; pass the torch.nn.Module to train")
     from deepspeed import _features
     from deepspeed.runtime.config import DeepSpeedConfig
     from deepspeed.runtime.engine import DeepSpeedEngine, init_distributed_from_env
@@ -49,7 +68,8 @@ def initialize(args=None, model=None, optimizer=None, model_parameters=None, tra
     # Note: the config is parsed once, here, so every hook (engine_class included) receives the
     # same DeepSpeedConfig; its batch triangle needs the world size, hence the process group first.
     init_distributed_from_env(dist_init_required)
-    config = DeepSpeedConfig(_resolve_config(args, config, config_params), mpu, features=features)
+    config = DeepSpeedConfig(_resolve_config(args, config, config_params), mpu, features=features,
+                             world_size=_data_parallel_world(features.model_parallel_dims(model)))
     features.check_composition(config)
     engine_cls = features.engine_class(model, config) or DeepSpeedEngine
     engine = engine_cls(args=args, model=model, optimizer=optimizer, model_parameters=model_parameters,

@@ -17,6 +17,7 @@ hook                          kind       composition rule
 ``validate_config``           chain      called in :attr:`~DeepSpeedFeature.order`; each may raise
 ``parallel_dims``             all        each feature adds its own dimensions; a dimension given twice
                                          with different sizes is an error naming both packages
+``model_parallel_dims``       all        like ``parallel_dims``, for dimensions a model carries itself
 ``incompatibility``           pairwise   for every pair of *active* features; a reason refuses the mix
 ``engine_class``              single     at most one feature may answer; two answers are an error
 ``transform_model``           chain      in ``order``, each sees the previous result
@@ -153,6 +154,13 @@ class DeepSpeedFeature:
         :class:`deepspeed.comm.topology.ParallelTopology` from every feature's answer."""
         return {}
 
+    def model_parallel_dims(self, model: "torch.nn.Module") -> dict[str, int]:
+        """Sizes of the parallel dimensions ``model`` was already built for (a model constructed
+        split across ranks), e.g. ``{"pipe": 2}``. ``initialize`` calls it before parsing the
+        ds_config, whose batch triangle then counts only the data-parallel ranks (the world divided
+        by these sizes); the engine class the feature returns builds its topology from them."""
+        return {}
+
     # -- engine construction ---------------------------------------------------------------
 
     def engine_class(self, model: "torch.nn.Module", config: "DeepSpeedConfig") -> type | None:
@@ -210,6 +218,7 @@ HOOKS: tuple[HookSpec, ...] = (
     HookSpec("config_attributes", "all", "after the config validated"),
     HookSpec("validate_config", "chain", "after the config validated"),
     HookSpec("incompatibility", "pairwise", "at initialize, for every pair of active features"),
+    HookSpec("model_parallel_dims", "all", "at initialize, before the ds_config is parsed"),
     HookSpec("parallel_dims", "all", "when the engine builds its topology"),
     HookSpec("engine_class", "single", "at initialize, before the engine is built"),
     HookSpec("transform_model", "chain", "in the engine constructor, before the model is moved or cast"),
