@@ -5,6 +5,6 @@ define its section here without importing the engine. The parsed config object i
 :class:`deepspeed.runtime.config.DeepSpeedConfig` (DeepSpeed's path).
 """
 
-from deepspeed.config.model import AUTO, DeepSpeedConfigModel, format_errors, validate_model
+from deepspeed.config.model import AUTO, ConfigError, DeepSpeedConfigModel, format_errors, validate_model
 
-__all__ = ["AUTO", "DeepSpeedConfigModel", "format_errors", "validate_model"]
+__all__ = ["AUTO", "ConfigError", "DeepSpeedConfigModel", "format_errors", "validate_model"]

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Iterable
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
+from deepspeed._errors import InputError
 from deepspeed.utils.logging import logger
 
 AUTO = "auto"
@@ -23,6 +24,17 @@ AUTO = "auto"
 
 def _is_auto(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+class ConfigError(InputError):
+    """A ds_config problem. A ValueError (our convention for bad input) that is also an
+    AssertionError, the type DeepSpeed raises for most config problems (``assert`` in its config
+    code), so ``except ValueError`` and ``except AssertionError`` / ``pytest.raises(AssertionError)``
+    written for DeepSpeed both catch it."""
+
+
+class _DeprecatedConflict(ValueError):
+    """Raised inside validation when a deprecated key and its replacement are both set."""
 
 
 class DeepSpeedConfigModel(BaseModel):
@@ -54,7 +66,16 @@ class DeepSpeedConfigModel(BaseModel):
             for key, value in data.items():
                 if _is_auto(value):
                     raise ValueError(f"ds_config: '{key}' is \"auto\", which strict parsing does not allow")
-        super().__init__(**data)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            # Note: DeepSpeed asserts when a deprecated key comes with its replacement; re-raise
+            # that case as ConfigError (also an AssertionError), keeping our message.
+            conflicts = [str(e["ctx"]["error"]) for e in exc.errors(include_url=False)
+                         if isinstance((e.get("ctx") or {}).get("error"), _DeprecatedConflict)]
+            if conflicts and len(conflicts) == len(exc.errors()):
+                raise ConfigError("\n".join(conflicts)) from None
+            raise
 
     @model_validator(mode="before")
     @classmethod
@@ -102,7 +123,10 @@ class DeepSpeedConfigModel(BaseModel):
             if target is None or not extra.get("set_new_param", True):
                 continue
             if target in self.model_fields_set:
-                raise ValueError(f"'{old_key}' is deprecated and '{self._dotted(new_key)}' is also set; remove '{old_key}'")
+                # Note: DeepSpeed's wording first (scripts match on it), then ours.
+                raise _DeprecatedConflict(
+                    f"Cannot provide deprecated parameter '{name}' and replacing parameter '{new_key}' together: "
+                    f"'{old_key}' is deprecated and '{self._dotted(new_key)}' is also set; remove '{old_key}'")
             fn = extra.get("new_param_fn", lambda v: v)
             # Note: write through __dict__ so validate_assignment does not re-run this validator.
             self.__dict__[target] = fn(getattr(self, name))

@@ -1,4 +1,4 @@
-"""``DeepSpeedConfig``: parse a ds_config (dict, JSON path or base64 JSON) into pydantic models.
+"""``DeepSpeedConfig``: parse a ds_config (dict, JSON/HJSON path or base64 JSON) into pydantic models.
 
 The root model is core's sections (:mod:`deepspeed.runtime._config_sections`) plus the sections
 that installed feature packages register through their feature object's ``config_sections()``.
@@ -23,6 +23,7 @@ from deepspeed.comm.config import DeepSpeedCommsConfig
 from deepspeed.monitor.config import DeepSpeedMonitorConfig
 from deepspeed.runtime import _batch
 from deepspeed.config.model import AUTO, DeepSpeedConfigModel, _is_auto, validate_model
+from deepspeed.runtime._config_helpers import DeepSpeedConfigError, DeepSpeedConfigHelpers, parse_config_text
 from deepspeed.runtime._config_sections import CoreSections
 from deepspeed.runtime.checkpoint_engine.config import ValidationMode
 from deepspeed.runtime.precision_config import torch_dtype
@@ -50,11 +51,6 @@ DEEPSPEED_OPTIMIZERS = [
 TORCH_ADAM_PARAM = "torch_adam"
 ADAM_W_MODE = "adam_w_mode"
 ADAM_W_MODE_DEFAULT = True
-
-
-class DeepSpeedConfigError(ValueError):
-    """A ds_config that cannot be used (DeepSpeed's name). Every problem found while parsing is
-    listed, one per line, each naming the dotted key; a ValueError, so ``except ValueError`` works."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,10 +187,7 @@ def _load(config: Any) -> dict:
         )
     if os.path.exists(config):
         with open(config, "r") as f:
-            try:
-                loaded = json.load(f, object_pairs_hook=_no_duplicates(config))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"ds_config {config} is not valid JSON: {exc}") from None
+            loaded = parse_config_text(f.read(), config, _no_duplicates(config))
     else:
         text = config.strip()
         if not text.startswith("{"):
@@ -206,10 +199,7 @@ def _load(config: Any) -> dict:
                     f"ds_config '{shown}' is neither an existing file nor base64-encoded JSON; "
                     f"pass a dict, a path to a JSON file, or base64 of the JSON text"
                 ) from None
-        try:
-            loaded = json.loads(text, object_pairs_hook=_no_duplicates("string"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"ds_config string does not decode to JSON: {exc}") from None
+        loaded = parse_config_text(text, "string", _no_duplicates("string"))
     if not isinstance(loaded, dict):
         raise ValueError(f"ds_config must be a JSON object at the top level (got {type(loaded).__name__})")
     return loaded
@@ -246,10 +236,10 @@ def _get(data: dict, dotted: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-class DeepSpeedConfig:
+class DeepSpeedConfig(DeepSpeedConfigHelpers):
     """A parsed and checked ds_config, with DeepSpeed's flat attribute names.
 
-    ``config``: a dict, a path to a JSON file, or a base64-encoded JSON string. ``mpu`` /
+    ``config``: a dict, a path to a JSON or HJSON file, or a base64-encoded JSON string. ``mpu`` /
     ``mesh_device`` / ``world_size`` decide the data-parallel world size of the batch triangle
     (``check_batch=False`` leaves the batch sizes as given: for readers that need other sections
     only, such as ``zero.Init``). ``features``: the feature set whose sections are parsed (the
@@ -334,17 +324,22 @@ class DeepSpeedConfig:
                 "set elasticity.enabled to false or remove the section"
             )
         if m.bf16.bf16_optimizer_states and not m.bf16.bf16_master_weights_and_grads:
-            raise ValueError("ds_config: bf16.bf16_optimizer_states=true needs bf16.bf16_master_weights_and_grads=true")
+            raise DeepSpeedConfigError("bf16_optimizer_states requires bf16_master_weights_and_grads to be enabled. "
+                                       "(ds_config: bf16.bf16_optimizer_states=true needs "
+                                       "bf16.bf16_master_weights_and_grads=true)")
 
     def _check_partitioned_precision(self) -> None:
         m = self.model
-        for flag, name in ((m.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads"),
-                           (m.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads"),
-                           (m.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states")):
+        for flag, name, ds_name in (
+                (m.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads", "Fp16_master_weights_and_grads"),
+                (m.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads", "Bf16_master_weights_and_grads"),
+                (m.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states", "bf16_optimizer_states")):
             if flag and not self._features.active(self):
+                # Note: DeepSpeed's sentence first (scripts and tests match on it), then ours.
                 raise DeepSpeedConfigError(
-                    f"ds_config: {name}=true is implemented only by an optimizer that partitions model states "
-                    "(ZeRO stages 1-3, from ds-zero), and no such feature is in use for this config; remove the key")
+                    f"{ds_name} is only supported with ZeRO Stage 1, 2, or 3. "
+                    f"(ds_config: {name}=true is implemented only by an optimizer that partitions model states "
+                    "(ZeRO stages 1-3, from ds-zero), and no such feature is in use for this config; remove the key)")
 
     def _warn_unsupported(self) -> None:
         for dotted, is_on, what in _UNSUPPORTED:
@@ -367,7 +362,13 @@ class DeepSpeedConfig:
 
     # -- batch ----------------------------------------------------------------------------
 
-    def _configure_train_batch_size(self, autos: list[str]) -> None:
+    def _configure_train_batch_size(self, autos: Optional[list[str]] = None) -> None:
+        """Resolve and check the batch triangle. Called without arguments (DeepSpeed's signature,
+        after a caller changed a batch attribute) it works from the attributes."""
+        if autos is None:
+            self._set_batch_related_parameters()
+            self._batch_assertion()
+            return
         m = self.model
         train, micro, gas = m.train_batch_size, m.train_micro_batch_size_per_gpu, m.gradient_accumulation_steps
         if train is None and micro is None and (_batch.TRAIN in autos or _batch.MICRO in autos):
@@ -376,15 +377,21 @@ class DeepSpeedConfig:
             # Use a micro batch of 1 so the config parses, and say so.
             logger.info(f"ds_config: {_batch.TRAIN} and {_batch.MICRO} are \"auto\"; using {_batch.MICRO}=1")
             micro = 1
-        sizes = _batch.resolve_batch(train, micro, gas, self.world_size)
+        try:
+            sizes = _batch.resolve_batch(train, micro, gas, self.world_size)
+        except ValueError as exc:
+            raise DeepSpeedConfigError(str(exc)) from None
         self.train_batch_size = sizes.train_batch_size
         self.train_micro_batch_size_per_gpu = sizes.train_micro_batch_size_per_gpu
         self.gradient_accumulation_steps = sizes.gradient_accumulation_steps
 
     def _set_batch_related_parameters(self) -> None:
         """Recompute the triangle after a caller changed one corner (DeepSpeed's method name)."""
-        sizes = _batch.resolve_batch(self.train_batch_size, self.train_micro_batch_size_per_gpu,
-                                     self.gradient_accumulation_steps, self.world_size)
+        try:
+            sizes = _batch.resolve_batch(self.train_batch_size, self.train_micro_batch_size_per_gpu,
+                                         self.gradient_accumulation_steps, self.world_size)
+        except ValueError as exc:
+            raise DeepSpeedConfigError(str(exc)) from None
         self.train_batch_size = sizes.train_batch_size
         self.train_micro_batch_size_per_gpu = sizes.train_micro_batch_size_per_gpu
         self.gradient_accumulation_steps = sizes.gradient_accumulation_steps

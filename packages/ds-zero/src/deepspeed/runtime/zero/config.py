@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from deepspeed.config import ConfigError
 from deepspeed.runtime.config_utils import DeepSpeedConfigModel
 from deepspeed.runtime.zero.offload_config import (
     DeepSpeedZeroOffloadOptimizerConfig,
@@ -161,7 +162,8 @@ class DeepSpeedZeroConfig(DeepSpeedConfigModel):
         if isinstance(v, bool):
             return int(v)
         if isinstance(v, int) and not 0 <= v <= 3:
-            raise ValueError(f"stage must be 0, 1, 2 or 3 (got {v})")
+            # Note: DeepSpeed's sentence first (scripts match on it), then ours.
+            raise ValueError(f"DeepSpeedConfig: Maximum supported ZeRO stage is 3; stage must be 0, 1, 2 or 3 (got {v})")
         return v
 
     @model_validator(mode="after")
@@ -207,13 +209,15 @@ def validate(config: Any) -> None:
     m = config.model
     stage = int(config.zero_optimization_stage)
     if m.gradient_allreduce_op == "sum" and stage == 3:
-        raise ValueError("ds_config: gradient_allreduce_op='sum' is not supported with zero_optimization.stage 3; "
-                         "use 'mean'")
-    for flag, name in ((m.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads"),
-                       (m.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads"),
-                       (m.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states")):
+        raise ConfigError("gradient_allreduce_op='sum' is not supported with ZeRO stage 3 (ds_config: "
+                         "gradient_allreduce_op='sum' is not supported with zero_optimization.stage 3; use 'mean')")
+    for flag, name, ds_name in (
+            (m.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads", "Fp16_master_weights_and_grads"),
+            (m.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads", "Bf16_master_weights_and_grads"),
+            (m.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states", "bf16_optimizer_states")):
         if flag and stage not in (1, 2, 3):
-            raise ValueError(f"ds_config: {name}=true needs zero_optimization.stage 1, 2 or 3 (stage is {stage})")
+            raise ConfigError(f"{ds_name} is only supported with ZeRO Stage 1, 2, or 3. "
+                             f"(ds_config: {name}=true needs zero_optimization.stage 1, 2 or 3; stage is {stage})")
     if stage > 0:
         check_supported(config.zero_config)
 
