@@ -52,6 +52,21 @@ def test_openmpi_command():
         "-x", "UCX_TLS=tcp", "-x", "NCCL_IB_DISABLE=1", *PY, "train.py", "--lr", "0.1", "a b"]
 
 
+@pytest.mark.parametrize("user, defaults", [
+    ("--mca btl_tcp_if_include ib0", ["--mca", "btl", "^openib"]),
+    ("-mca btl_tcp_if_include 10.0.0.0/24", ["--mca", "btl", "^openib"]),
+    ("--mca btl_tcp_if_exclude lo,docker0", ["--mca", "btl", "^openib"]),
+    ("--mca btl self,tcp", ["--mca", "btl_tcp_if_include", "eth0"]),
+])
+def test_openmpi_user_mca_wins_over_defaults(user, defaults):
+    # What a user on a host whose interface is not eth0 types: the default must not be added too.
+    args = parse_args(["--hostfile", "/job/hf", "--launcher", "openmpi", "--launcher_args", f"{user} --oversubscribe",
+                       "--master_addr", "10.0.0.1", "train.py"])
+    cmd = mnr.OpenMPIRunner(args, "x", POOL).get_cmd({}, ACTIVE)
+    assert cmd == ["mpirun", "-n", "4", "-hostfile", "/job/hf", *defaults, *user.split(), "--oversubscribe",
+                   "-x", "UCX_TLS=tcp", *PY, "train.py"]
+
+
 def test_openmpi_module_and_no_python():
     runner = mnr.OpenMPIRunner(_args("--module"), "x", POOL)
     assert runner.get_cmd({}, ACTIVE)[-5:] == [*PY, "-m", "train.py", "--lr", "0.1", "a b"][-5:]

@@ -153,13 +153,29 @@ class OpenMPIRunner(MultiNodeRunner):
     def validate_args(self) -> None:
         self._refuse_filters()
 
+    #: MCA parameters set unless ``--launcher_args`` sets them (or a conflicting one) itself.
+    DEFAULT_MCA = (("btl", "^openib", ("btl",)),
+                   ("btl_tcp_if_include", "eth0", ("btl_tcp_if_include", "btl_tcp_if_exclude")))
+
+    @staticmethod
+    def _user_mca(launcher_args: list[str]) -> set[str]:
+        """MCA parameter names in ``--mca NAME VALUE`` / ``-mca NAME VALUE`` of the launcher args."""
+        return {launcher_args[i + 1] for i in range(len(launcher_args) - 1)
+                if launcher_args[i] in ("--mca", "-mca", "--gmca", "-gmca")}
+
     def get_cmd(self, environment, active_resources):
         total = sum(self.resource_pool.values())
-        cmd = ["mpirun", "-n", f"{total}", "-hostfile", f"{self.args.hostfile}",
-               "--mca", "btl", "^openib", "--mca", "btl_tcp_if_include", "eth0"]
+        launcher_args = split(self.args.launcher_args)
+        cmd = ["mpirun", "-n", f"{total}", "-hostfile", f"{self.args.hostfile}"]
+        # Note: the user's choice wins (DeepSpeed adds btl_tcp_if_include eth0 unless given); Open MPI
+        # refuses btl_tcp_if_include together with btl_tcp_if_exclude, so either one drops the default.
+        user = self._user_mca(launcher_args)
+        for name, value, overridden_by in self.DEFAULT_MCA:
+            if not user.intersection(overridden_by):
+                cmd += ["--mca", name, value]
         if self.args.ssh_port is not None:
             cmd += ["--mca", "plm_rsh_args", f"-p {self.args.ssh_port}"]
-        cmd += split(self.args.launcher_args)
+        cmd += launcher_args
         exports = []
         for k, v in self.exports.items():
             exports += ["-x", f"{k}={v}"]
