@@ -1,14 +1,21 @@
 """nox sessions for the monorepo.
 
-Every venv gets ``torch==2.13.0`` first (the CPU build on this machine's disk), so pip never
-resolves another torch. Packages are installed from their folders together with the sibling
-packages they declare, and nothing else: that proves each package works à la carte.
+torch is installed once, into a base venv (``.nox/_base-torch-<version>-py<python>``) that every
+session venv sees through a ``.pth`` file; the base holds torch and torch's own requirements and
+nothing of this project. Packages are then installed into each session's own venv from their
+folders together with the sibling packages they declare, and nothing else: that proves each
+package works à la carte, without paying a torch install (hundreds of MB, most of a session's
+time) per session. A constraints file pins ``torch==2.13.0``, so pip never resolves another torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pathlib
 import re
+import shutil
+import subprocess
 import tomllib
 
 import nox
@@ -17,6 +24,8 @@ ROOT = pathlib.Path(__file__).parent
 PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
 TORCH = "torch==2.13.0"
 PYTHON = "3.11"
+BASE = ROOT / ".nox" / f"_base-{TORCH.replace('==', '-')}-py{PYTHON}"
+CONSTRAINTS = ROOT / ".nox" / "_constraints.txt"
 
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = False
@@ -40,16 +49,50 @@ def _requires(package: str) -> list[str]:
     return out
 
 
-def _install(session: nox.Session, packages: list[str], editable: bool = False) -> None:
-    session.install(TORCH)
+def _purelib(session: nox.Session, python: str = "python") -> str:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return session.run(python, "-c", code, silent=True, external=True).strip().splitlines()[-1]
+
+
+def _base_site(session: nox.Session) -> str:
+    """site-packages of the shared torch venv, made on first use (then reused by every session and
+    every later run until ``.nox`` is removed)."""
+    py = BASE / "bin" / "python"
+    if not (BASE / "ready").exists():
+        # Note: built under a temporary name and renamed when complete, so an interrupted run
+        # never leaves a half-installed base that later sessions would trust. The base has no pip
+        # of its own: the session's pip installs into it (--python).
+        tmp = BASE.with_name(f"{BASE.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(BASE, ignore_errors=True)
+        session.run("python", "-m", "venv", "--without-pip", str(tmp))
+        session.run("python", "-m", "pip", "--python", str(tmp / "bin" / "python"), "install", "-q", TORCH)
+        (tmp / "ready").write_text(TORCH + "\n")
+        tmp.rename(BASE)
+    return _purelib(session, str(py))
+
+
+def _use_base(session: nox.Session) -> None:
+    """Make this session's venv see the shared torch (a .pth line), and pin torch for pip."""
+    pathlib.Path(_purelib(session), "_ds_torch_base.pth").write_text(_base_site(session) + "\n")
+    CONSTRAINTS.write_text(TORCH + "\n")
+
+
+def _install(session: nox.Session, packages: list[str], editable: bool = False,
+             tested: list[str] | None = None) -> None:
+    """Install ``packages`` (from their folders) over the shared torch; those in ``tested``
+    (default: all) with their ``test`` extra."""
+    _use_base(session)
+    tested = packages if tested is None else tested
     paths: list[str] = []
     for name in packages:
         meta = tomllib.loads((ROOT / "packages" / name / "pyproject.toml").read_text())
         # A package's optional `test` extra (e.g. tensorboard for ds-core's monitor tests) is
-        # installed for its tests; it is never a runtime dependency.
-        target = f"packages/{name}[test]" if "test" in meta["project"].get("optional-dependencies", {}) else f"packages/{name}"
+        # installed for its own tests only; it is never a runtime dependency.
+        has_extra = "test" in meta["project"].get("optional-dependencies", {})
+        target = f"packages/{name}[test]" if has_extra and name in tested else f"packages/{name}"
         paths += ["-e", target] if editable else [target]
-    session.install(*paths, "pytest>=8")
+    session.install("-c", str(CONSTRAINTS), *paths, "pytest>=8")
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
@@ -60,7 +103,7 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 @nox.parametrize("package", PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
     """Run one package's tests in a venv holding only it and its declared dependencies."""
-    _install(session, _requires(package))
+    _install(session, _requires(package), tested=[package])
     _pytest(session, f"packages/{package}/tests")
 
 
@@ -83,7 +126,8 @@ def build(session: nox.Session) -> None:
         # Note: sdist, then the wheel built from that sdist (outside the monorepo layout), so a
         # package whose build hook needs core's build helpers proves its sdist carries them.
         session.run("python", "-m", "build", "--no-isolation", "--outdir", str(dist), f"packages/{name}", silent=True)
-    session.run("python", "tests/wheel_check.py", "--dist", str(dist), "--torch", TORCH, *PACKAGES)
+    session.run("python", "tests/wheel_check.py", "--dist", str(dist), "--torch", TORCH,
+                "--base-site", _base_site(session), *PACKAGES)
 
 
 @nox.session(python=PYTHON)
@@ -93,10 +137,49 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
 
 
+def _changed_test_paths() -> list[str]:
+    """Test folders of the packages touched by uncommitted files or commits not yet on the
+    upstream branch (tests/ for changes outside packages/)."""
+    def git(*args: str) -> list[str]:
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return proc.stdout.splitlines() if proc.returncode == 0 else []
+
+    files = git("diff", "--name-only", "HEAD") + git("ls-files", "--others", "--exclude-standard")
+    files += git("diff", "--name-only", "@{upstream}...HEAD")
+    paths: set[str] = set()
+    for f in files:
+        parts = f.split("/")
+        if parts[0] == "packages" and len(parts) > 2 and parts[1] in PACKAGES:
+            paths.add(f"packages/{parts[1]}/tests")
+        elif parts[0] in ("tests", "tools", "noxfile.py", "pytest.ini") or f.endswith(".md"):
+            paths.add("tests")
+    return sorted(paths)
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True)
+def quick(session: nox.Session) -> None:
+    """Before pushing: ruff, then the tests of the packages you changed (or the paths after --),
+    in one venv kept between runs with every package installed editable."""
+    # Note: editable installs follow source edits, so the venv is reinstalled only when a
+    # pyproject.toml changes (its hash is kept in the venv).
+    stamp = pathlib.Path(session.virtualenv.location, ".ds-quick-stamp")
+    digest = hashlib.sha256(b"".join((ROOT / "packages" / n / "pyproject.toml").read_bytes() for n in PACKAGES)).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        _install(session, PACKAGES, editable=True)
+        session.install("ruff>=0.6")
+        stamp.write_text(digest)
+    session.run("ruff", "check", ".")
+    paths = list(session.posargs) or _changed_test_paths()
+    if not paths:
+        session.log("nothing changed against HEAD or the upstream branch; running ds-core's tests")
+        paths = ["packages/ds-core/tests"]
+    session.run("python", "-m", "pytest", "-q", "-x", *paths)
+
+
 @nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
     """Run the README's demo in a venv with every package installed."""
-    _install(session, PACKAGES)
+    _install(session, PACKAGES, tested=[])
     session.run("python", "examples/demo.py", *session.posargs)
 
 

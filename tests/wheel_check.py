@@ -1,7 +1,7 @@
 """Install each built wheel alone into a fresh venv and check it imports and registers.
 
 Used by the nox ``build`` session. Note: torch (hundreds of MB) is installed once into a base venv
-that each fresh venv sees through a ``.pth`` file; nothing of this project is in the base, so every
+(nox's shared one, given by ``--base-site``, or one made here) that each fresh venv sees through a ``.pth`` file; nothing of this project is in the base, so every
 project dependency a wheel needs must come from its own declared requirements.
 """
 
@@ -55,14 +55,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dist", required=True)
     ap.add_argument("--torch", required=True)
+    ap.add_argument("--base-site", help="site-packages of an existing venv holding torch (nox's shared base); "
+                    "made here when absent")
     ap.add_argument("packages", nargs="+")
     args = ap.parse_args()
     dist = pathlib.Path(args.dist)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_p = pathlib.Path(tmp)
-        base_py = _venv(tmp_p / "base", None)
-        _run([str(base_py), "-m", "pip", "install", "-q", args.torch])
-        base_site = _run([str(base_py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+        base_site = args.base_site
+        if not base_site:
+            base_py = _venv(tmp_p / "base", None)
+            _run([str(base_py), "-m", "pip", "install", "-q", args.torch])
+            base_site = _run([str(base_py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
 
         def install(name: str, wheels: list[pathlib.Path]) -> pathlib.Path:
             py = _venv(tmp_p / name, base_site)
