@@ -42,3 +42,7 @@ class CSVMonitor(Monitor):
                 if new:
                     writer.writerow(["step", header])
                 writer.writerow([step, value])
+
+
+#: DeepSpeed's class name.
+csvMonitor = CSVMonitor

@@ -14,6 +14,7 @@ import math
 import sys
 
 from deepspeed.utils.logging import logger
+from deepspeed.utils.timer import trim_mean
 
 _ALL_REDUCE_OPS = frozenset({"all_reduce", "all_reduce_coalesced", "inference_all_reduce"})
 _RING_OPS = frozenset({
@@ -146,6 +147,27 @@ class CommsLogger:
                 if min_latencies is not None:
                     row["straggler_ms"] = sum(lats) - min_latencies[(record_name, msg_size)]
                 rows[msg_size] = row
+        return out
+
+    def get_operation_summary(self, operation_name: str) -> dict | None:
+        """One recorded op by message size (DeepSpeed's method): ``{msg_size: {count,
+        total_latency_ms, avg_latency_ms, tput_avg_gbps, busbw_avg_gbps, msg_size_bytes,
+        msg_size_str}}``, averages trimmed by 10% at each end as DeepSpeed's are; None when the op
+        was not recorded."""
+        sizes = self.comms_dict.get(operation_name)
+        if sizes is None:
+            return None
+        out = {}
+        for msg_size, (count, lats, algbws, busbws) in sorted(list(sizes.items())):
+            out[msg_size] = {
+                "count": count,
+                "total_latency_ms": sum(lats),
+                "avg_latency_ms": trim_mean(lats, 0.1),
+                "tput_avg_gbps": trim_mean(algbws, 0.1),
+                "busbw_avg_gbps": trim_mean(busbws, 0.1),
+                "msg_size_bytes": msg_size,
+                "msg_size_str": convert_size(msg_size),
+            }
         return out
 
     def log_all(self, print_log: bool = True, show_straggler: bool = False, return_dict: bool = False,

@@ -344,8 +344,25 @@ class ThroughputTimer:
         return self._samples_timed / self.total_elapsed_time
 
 
+def trim_mean(data, trim_percent: float) -> float:
+    """Mean of ``data`` without its ``round(len * trim_percent)`` smallest and as many largest
+    values (DeepSpeed's helper; the comms logger's averages). ``data`` is not reordered; an empty
+    ``data`` gives 0."""
+    if not 0.0 <= trim_percent <= 1.0:
+        raise ValueError(f"trim_mean: trim_percent must be between 0 and 1 (got {trim_percent})")
+    n = len(data)
+    if n == 0:
+        return 0
+    k = int(round(n * trim_percent))
+    kept = sorted(data)[k:n - k]
+    if not kept:
+        raise ValueError(f"trim_mean: trimming {k} values from each end of {n} leaves none; "
+                         f"use a trim_percent below {0.5 - 0.5 / n:.3f}")
+    return sum(kept) / len(kept)
+
+
 __all__ = [
-    "SynchronizedWallClockTimer", "ThroughputTimer", "NoopTimer", "logger",
+    "SynchronizedWallClockTimer", "ThroughputTimer", "NoopTimer", "logger", "trim_mean",
     "FORWARD_MICRO_TIMER", "FORWARD_GLOBAL_TIMER", "BACKWARD_MICRO_TIMER", "BACKWARD_GLOBAL_TIMER",
     "BACKWARD_INNER_MICRO_TIMER", "BACKWARD_INNER_GLOBAL_TIMER", "BACKWARD_REDUCE_MICRO_TIMER",
     "BACKWARD_REDUCE_GLOBAL_TIMER", "STEP_MICRO_TIMER", "STEP_GLOBAL_TIMER", "TRAIN_BATCH_TIMER",
