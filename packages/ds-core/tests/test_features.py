@@ -261,3 +261,23 @@ def test_model_parallel_dims_size_the_batch_triangle_on_two_ranks():
 
     # 2 ranks, a model split in 2: one data-parallel rank, so 4 = 2 x GAS 2 x 1 (not GAS 1 x 2 ranks)
     assert run_distributed(_batch_triangle_on_two_ranks, world_size=2) == [(1, 2), (1, 2)]
+
+
+# -- after_step: called once per applied optimizer step, in order, before the LR scheduler --------
+
+
+def test_after_step_runs_per_applied_step_in_order_before_the_lr_scheduler(monkeypatch):
+    seen = []
+    late = _feature("zz_late", Order.DEFAULT, after_step=lambda e: seen.append(("late", e.global_steps)))
+    early = _feature("aa_early", Order.MODEL_REWRITE,
+                     after_step=lambda e: seen.append(("early", e.global_steps, e.lr_scheduler.last_batch_iteration)))
+    _install(monkeypatch, late, early)
+    cfg = {**CFG, "gradient_accumulation_steps": 2,
+           "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 10}}}
+    engine, *_ = deepspeed.initialize(model=model(), config=cfg)
+    for step in range(4):  # 4 micro-steps, GAS 2: two optimizer steps
+        x, y = batch(step, 0)
+        engine.backward(engine(x, y))
+        engine.step()
+    # the LR scheduler (last_batch_iteration starts at -1) has not stepped yet for the step reported
+    assert seen == [("early", 0, -1), ("late", 0), ("early", 1, 0), ("late", 1)]

@@ -226,6 +226,12 @@ class FeatureSet:
             optimizer = result
         return optimizer
 
+    # -- training -----------------------------------------------------------------------------
+
+    def after_step(self, engine: Any) -> None:
+        for feature in self:
+            feature.after_step(engine)
+
     # -- checkpoints --------------------------------------------------------------------------
 
     def checkpoint_state(self, engine: Any) -> dict[str, Any]:

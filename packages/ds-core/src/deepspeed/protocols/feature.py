@@ -25,6 +25,7 @@ hook                          kind       composition rule
 ``wrap_optimizer``            chain      in ``order``, each sees the previous result; at most one may
                                          return an :class:`~deepspeed.protocols.optimizer.EngineOptimizer`
 ``checkpoint_engine``         single     at most one feature may answer
+``after_step``                all        in ``order``, after every applied optimizer step
 ``checkpoint_state`` /        all        in ``order``; each feature's state is stored under its own key
 ``save_checkpoint_files`` /              (``ds_feature_<name>``)
 ``load_checkpoint_state``
@@ -189,6 +190,12 @@ class DeepSpeedFeature:
         """A checkpoint engine to use instead of core's default one, or None."""
         return None
 
+    # -- training --------------------------------------------------------------------------
+
+    def after_step(self, engine: "EngineView") -> None:
+        """After the optimizer applied a step (not after a skipped fp16-overflow step), before the
+        LR scheduler steps. For work driven by training steps (compression's schedule)."""
+
     # -- checkpoints -----------------------------------------------------------------------
 
     def checkpoint_state(self, engine: "EngineView") -> dict | None:
@@ -225,6 +232,7 @@ HOOKS: tuple[HookSpec, ...] = (
     HookSpec("optimizer_device", "single", "when the engine builds the ds_config optimizer"),
     HookSpec("wrap_optimizer", "chain", "in the engine constructor, after the basic optimizer is built"),
     HookSpec("checkpoint_engine", "single", "in the engine constructor"),
+    HookSpec("after_step", "all", "in engine.step, after an applied optimizer step, before the LR scheduler"),
     HookSpec("checkpoint_state", "all", "in save_checkpoint, on the rank writing the model states"),
     HookSpec("save_checkpoint_files", "all", "in save_checkpoint, on every rank"),
     HookSpec("load_checkpoint_state", "all", "in load_checkpoint, on every rank"),

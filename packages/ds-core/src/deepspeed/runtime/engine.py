@@ -481,8 +481,10 @@ class DeepSpeedEngine(torch.nn.Module):
         self._global_grad_norm = driver.global_grad_norm()
         if not applied:
             self.skipped_steps += 1
-        elif self.lr_scheduler is not None:
-            self.lr_scheduler.step(**(lr_kwargs or {}))
+        else:
+            self._features.after_step(self)
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step(**(lr_kwargs or {}))
         self.global_steps += 1
         self.global_samples += self.train_batch_size()
 
