@@ -1,7 +1,8 @@
-"""``deepspeed.moe`` (from ds-moe): the MoE layer, top-k gating, expert parallelism.
+"""``deepspeed.moe`` (from ds-moe): DeepSpeed's Mixture-of-Experts layer, gating and expert parallelism.
 
-Not implemented yet: this release installs the namespace and registers the feature with
-ds-core so configs and ``ds_report`` see it; it offers no moe API until the feature lands.
+Public modules, with DeepSpeed's import paths: :mod:`deepspeed.moe.layer` (``MoE``),
+:mod:`deepspeed.moe.sharded_moe` (``TopKGate``, ``MOELayer``, ``top1gating``, ``top2gating``,
+``topkgating``), :mod:`deepspeed.moe.experts` (``Experts``) and :mod:`deepspeed.moe.utils`.
 """
 
 from deepspeed.moe._version import __version__
