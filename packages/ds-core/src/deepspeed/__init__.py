@@ -29,7 +29,7 @@ _LAZY = {
 # ds-core's own subpackages, and those of the feature packages (from the generated provider table).
 _CORE_SUBMODULES = {
     "accelerator", "comm", "config", "runtime", "ops", "utils", "checkpointing", "launcher", "profiling",
-    "monitor", "protocols", "testing",
+    "monitor", "protocols", "testing", "git_version_info",
 }
 
 
@@ -39,6 +39,12 @@ def _submodules() -> set:
 
 
 def __getattr__(name):
+    if name in ("__git_hash__", "__git_branch__"):  # DeepSpeed's names; git runs on first access
+        from deepspeed import git_version_info
+
+        value = getattr(git_version_info, name.strip("_"))
+        globals()[name] = value
+        return value
     if name.startswith("_"):  # private submodules are imported, never resolved here
         raise AttributeError(f"module 'deepspeed' has no attribute '{name}'")
     if name in _LAZY:

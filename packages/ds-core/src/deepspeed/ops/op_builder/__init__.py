@@ -1,7 +1,12 @@
 """``deepspeed.ops.op_builder``: the op-builder interface. Concrete builders live in the ops
 packages and are registered under ``deepspeed.op_builders`` as ``<accelerator>.<op>``; every
-build knob is defined in :mod:`deepspeed.ops.op_builder._knobs`."""
+build knob is defined in :mod:`deepspeed.ops.op_builder._knobs`. DeepSpeed's builder class names
+(``CPUAdamBuilder``, ``FusedAdamBuilder``, ...) resolve to the installed ops package's builder
+for the current accelerator (:mod:`deepspeed.ops.op_builder._compat_names`)."""
 
+from deepspeed.ops.op_builder._compat_names import BUILDER_CLASSES as _BUILDER_CLASSES
 from deepspeed.ops.op_builder.builder import CompileUnit, OpBuilder
 
-__all__ = ["CompileUnit", "OpBuilder"]
+globals().update(_BUILDER_CLASSES)
+
+__all__ = ["CompileUnit", "OpBuilder", *sorted(_BUILDER_CLASSES)]

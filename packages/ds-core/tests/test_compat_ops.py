@@ -1,0 +1,169 @@
+"""DeepSpeed's op-builder class names, ``deepspeed.accelerator.<vendor>_accelerator`` modules,
+``deepspeed.git_version_info`` and ``deepspeed.ops.__compatible_ops__``, used as DeepSpeed code
+uses them. Tests that need an ops package skip when it is not installed (ds-core alone)."""
+
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import deepspeed
+from deepspeed import _plugins
+from deepspeed.accelerator import CPU_Accelerator, DeepSpeedAccelerator, get_accelerator, set_accelerator
+from deepspeed.ops import op_builder
+from deepspeed.ops.op_builder import OpBuilder
+
+
+def _has(dist_module):
+    return importlib.util.find_spec(dist_module) is not None
+
+
+needs_cpu_ops = pytest.mark.skipif(not _has("ds_ops_cpu"), reason="needs ds-ops-cpu")
+needs_cuda_ops = pytest.mark.skipif(not _has("ds_ops_cuda"), reason="needs ds-ops-cuda")
+
+
+@pytest.fixture
+def accelerator():
+    """Switch accelerators inside a test and restore the previous one."""
+    previous = get_accelerator()
+    yield set_accelerator
+    set_accelerator(previous)
+
+
+# DeepSpeed 0.19's class name -> (NAME, BUILD_VAR), from its op_builder/ tree
+DEEPSPEED_NAMES = {
+    "CPUAdamBuilder": ("cpu_adam", "DS_BUILD_CPU_ADAM"), "CPUAdagradBuilder": ("cpu_adagrad", "DS_BUILD_CPU_ADAGRAD"),
+    "CPULionBuilder": ("cpu_lion", "DS_BUILD_CPU_LION"), "FusedAdamBuilder": ("fused_adam", "DS_BUILD_FUSED_ADAM"),
+    "FusedLambBuilder": ("fused_lamb", "DS_BUILD_FUSED_LAMB"), "FusedLionBuilder": ("fused_lion", "DS_BUILD_FUSED_LION"),
+    "AsyncIOBuilder": ("async_io", "DS_BUILD_AIO"), "GDSBuilder": ("gds", "DS_BUILD_GDS"),
+    "QuantizerBuilder": ("quantizer", "DS_BUILD_QUANTIZER"),
+    "InferenceBuilder": ("transformer_inference", "DS_BUILD_TRANSFORMER_INFERENCE"),
+    "TransformerBuilder": ("transformer", "DS_BUILD_TRANSFORMER"), "SparseAttnBuilder": ("sparse_attn", "DS_BUILD_SPARSE_ATTN"),
+    "RaggedOpsBuilder": ("ragged_device_ops", "DS_BUILD_RAGGED_DEVICE_OPS"),
+    "FPQuantizerBuilder": ("fp_quantizer", "DS_BUILD_FP_QUANTIZER"), "PinMemoryBuilder": ("pin_memory", "DS_BUILD_PIN_MEMORY"),
+}
+
+
+def test_builder_classes_have_deepspeeds_names():
+    for class_name, (name, build_var) in DEEPSPEED_NAMES.items():
+        cls = getattr(op_builder, class_name)
+        assert class_name in op_builder.__all__
+        assert issubclass(cls, OpBuilder) and cls.__name__ == class_name
+        assert (cls.NAME, cls.BUILD_VAR) == (name, build_var)
+    from deepspeed.ops.op_builder import CPUAdamBuilder, FusedAdamBuilder  # noqa: F401  (DeepSpeed's import line)
+
+
+@needs_cpu_ops
+def test_cpu_builders_resolve_to_the_ops_package_and_load(accelerator):
+    from ds_ops_cpu.accelerator import CPU_Accelerator as OpsCPU
+
+    from deepspeed.ops.op_builder import CPUAdagradBuilder, CPUAdamBuilder, CPULionBuilder
+
+    accelerator(OpsCPU())
+    for cls, fn in ((CPUAdamBuilder, "adam_step"), (CPUAdagradBuilder, "adagrad_step"), (CPULionBuilder, "lion_step")):
+        builder = cls()
+        assert type(builder).__module__ == "ds_ops_cpu.op_builders"
+        assert isinstance(builder, cls) and isinstance(builder, OpBuilder) and builder.NAME == cls.NAME
+        assert builder.is_compatible() is True
+        module = builder.load()  # what DeepSpeed's optimizers do: CPUAdamBuilder().load()
+        assert callable(getattr(module, fn))
+        assert module is get_accelerator().create_op_builder(cls.NAME).load()
+
+
+@needs_cpu_ops
+@needs_cuda_ops
+def test_host_ops_fall_back_to_cpu_under_a_device_accelerator(accelerator):
+    from ds_ops_cuda.accelerator import CUDA_Accelerator
+
+    from deepspeed.ops.op_builder import CPUAdamBuilder, FusedAdamBuilder
+
+    accelerator(CUDA_Accelerator())
+    assert type(CPUAdamBuilder()).__module__ == "ds_ops_cpu.op_builders"  # a host op: the cpu builder
+    fused = FusedAdamBuilder()
+    assert isinstance(fused, FusedAdamBuilder) and fused.is_compatible() is False
+    with pytest.raises(RuntimeError, match=r"FusedAdamBuilder\(\)\.load\(\): no installed ops package provides the "
+                                           r"'fused_adam' op for the cuda accelerator\. ds-ops-cuda .* is installed but "
+                                           r"does not provide it"):
+        fused.load()
+
+
+def test_missing_ops_package_names_the_pip_install(accelerator, monkeypatch, caplog):
+    from deepspeed.ops.op_builder import CPUAdamBuilder, QuantizerBuilder
+
+    accelerator(CPU_Accelerator())  # core's plain CPU accelerator, as with ds-core alone
+    monkeypatch.setattr(_plugins, "op_builders", lambda accelerator=None: {})
+    monkeypatch.setattr(_plugins, "accelerators", lambda: {})
+    builder = CPUAdamBuilder()
+    assert type(builder) is CPUAdamBuilder and builder.NAME == "cpu_adam"
+    with caplog.at_level("WARNING", logger="DeepSpeed"):
+        assert builder.is_compatible(verbose=True) is False
+    assert "no installed ops package provides the 'cpu_adam' op for the cpu accelerator" in caplog.text
+    with pytest.raises(RuntimeError, match=r"CPUAdamBuilder\(\)\.load\(\): .*'cpu_adam' op for the cpu accelerator\. "
+                                           r"Fix: pip install ds-ops-cpu"):
+        builder.load()
+    with pytest.raises(RuntimeError, match="pip install ds-ops-cpu"):
+        QuantizerBuilder().jit_load()
+
+
+def test_compatible_ops_tables(accelerator):
+    from deepspeed.ops.op_builder import CPUAdamBuilder, FusedLambBuilder
+    from deepspeed.ops.op_builder.all_ops import ALL_OPS, accelerator_name
+
+    ops = deepspeed.ops.__compatible_ops__
+    assert set(DEEPSPEED_NAMES[n][0] for n in DEEPSPEED_NAMES) <= set(ops)
+    assert ops["deepspeed_not_implemented"] is False
+    assert ops["cpu_adam"] is CPUAdamBuilder().is_compatible()
+    assert ops["fused_lamb"] is FusedLambBuilder().is_compatible()
+    assert accelerator_name == get_accelerator()._name
+    assert isinstance(ALL_OPS["cpu_adam"], CPUAdamBuilder) and ALL_OPS["cpu_adam"].NAME == "cpu_adam"
+
+
+def test_git_version_info():
+    from deepspeed.git_version_info import (accelerator_name, compatible_ops, git_branch, git_hash, installed_ops,
+                                            torch_info, version)
+
+    assert version == deepspeed.__version__
+    assert torch_info["version"] == ".".join(torch.__version__.split(".")[:2])
+    assert set(torch_info) == {"version", "cuda_version", "hip_version"}
+    assert accelerator_name == get_accelerator()._name
+    assert set(installed_ops) == set(compatible_ops) - {"deepspeed_not_implemented"}
+    assert all(isinstance(v, bool) for v in installed_ops.values())
+    assert deepspeed.__git_hash__ == git_hash and deepspeed.__git_branch__ == git_branch
+    try:
+        expected = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=deepspeed.__path__[0],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        expected = "[none]"
+    assert git_hash == expected or git_hash == "[none]"
+
+
+VENDOR_MODULES = [("cuda_accelerator", "CUDA_Accelerator", "ds_ops_cuda", "cuda", "nccl"),
+                  ("xpu_accelerator", "XPU_Accelerator", "ds_ops_xpu", "xpu", "xccl"),
+                  ("npu_accelerator", "NPU_Accelerator", "ds_ops_npu", "npu", "hccl"),
+                  ("hpu_accelerator", "HPU_Accelerator", "ds_ops_hpu", "hpu", "hccl")]
+
+
+@pytest.mark.parametrize("module, cls_name, package, name, backend", VENDOR_MODULES)
+def test_vendor_accelerator_modules_reexport_the_ops_package(module, cls_name, package, name, backend):
+    if not _has(package):
+        pytest.skip(f"needs {package}")
+    mod = importlib.import_module(f"deepspeed.accelerator.{module}")
+    cls = getattr(mod, cls_name)
+    assert cls.__module__ == f"{package}.accelerator" and issubclass(cls, DeepSpeedAccelerator)
+    acc = cls()  # constructing one never needs the device (the plugin rule)
+    assert acc._name == name and acc.communication_backend_name() == backend
+    assert isinstance(cls.is_available(), bool)
+
+
+@pytest.mark.parametrize("module, cls_name, dist", [("cuda_accelerator", "CUDA_Accelerator", "ds-ops-cuda"),
+                                                     ("xpu_accelerator", "XPU_Accelerator", "ds-ops-xpu")])
+def test_vendor_accelerator_module_without_its_package(monkeypatch, module, cls_name, dist):
+    monkeypatch.setattr(_plugins, "accelerators", lambda: {})
+    monkeypatch.delitem(sys.modules, f"deepspeed.accelerator.{module}", raising=False)
+    with pytest.raises(ImportError, match=f"cannot import {cls_name} from deepspeed.accelerator.{module}: no ops "
+                                          f"package registers the .* accelerator .*Fix: pip install {dist}"):
+        importlib.import_module(f"deepspeed.accelerator.{module}")
+    monkeypatch.delitem(sys.modules, f"deepspeed.accelerator.{module}", raising=False)
