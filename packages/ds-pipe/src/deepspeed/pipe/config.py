@@ -11,7 +11,13 @@ from deepspeed.runtime.config_utils import DeepSpeedConfigModel
 
 class DeepSpeedPipelineConfig(DeepSpeedConfigModel):
     """``pipeline {stages, partition, seed_layers, activation_checkpoint_interval,
-    pipe_partitioned, grad_partitioned}`` with DeepSpeed's defaults."""
+    pipe_partitioned, grad_partitioned}`` with DeepSpeed's defaults, plus ``schedule`` (beyond
+    DeepSpeed): ``"1f1b"`` (default, DeepSpeed's TrainSchedule), ``"interleaved"`` (a model built
+    with ``PipelineModule(..., virtual_stages=v)``) or ``"zero_bubble"`` (ZB-H1).
+
+    The PipelineModule's own arguments decide the partition, seeding and activation checkpointing
+    (as in DeepSpeed, where these keys are informational); ``stages``, when an integer, must equal
+    the module's ``num_stages``."""
 
     _config_path: ClassVar[str] = "pipeline"
 
@@ -21,6 +27,7 @@ class DeepSpeedPipelineConfig(DeepSpeedConfigModel):
     activation_checkpoint_interval: int = Field(0, ge=0)
     pipe_partitioned: bool = True
     grad_partitioned: bool = True
+    schedule: Literal["1f1b", "interleaved", "zero_bubble"] = "1f1b"
 
     @classmethod
     def _auto_kept_fields(cls) -> frozenset[str]:
