@@ -34,7 +34,7 @@ def _train(schedule="1f1b", virtual_stages=1, num_stages=2, dp=1, save_dir=None,
     if save_dir is not None:
         engine.save_checkpoint(save_dir, tag="t")
         x = M.data(0, 1, 1, 1)[0]
-        out["eval"] = float(engine.eval_batch(iter([x])), )
+        out["eval"] = float(engine.eval_batch(iter([x]), num_micro_batches=1))
         out["logits"] = engine.eval_batch(iter([x]), return_logits=True, num_micro_batches=1)[1]
     dist.barrier()
     return out
@@ -61,11 +61,79 @@ def ref():
     return M.reference()
 
 
-@pytest.mark.parametrize("schedule,virtual", [("1f1b", 1), ("zero_bubble", 1), ("interleaved", 2)])
-def test_two_stages_match_one_process(schedule, virtual, ref, tmp_path):
-    results = run_distributed(_train, world_size=2, kwargs={"schedule": schedule, "virtual_stages": virtual})
-    merged = _check(results, ref)
+@pytest.fixture(scope="module")
+def two_stage(tmp_path_factory):
+    """2 stages, 1F1B, trained then checkpointed (tag "t") and evaluated on one micro-batch."""
+    ckpt = str(tmp_path_factory.mktemp("pipe_ckpt"))
+    return ckpt, run_distributed(_train, world_size=2, kwargs={"save_dir": ckpt})
+
+
+def _assert_tied_identical(merged):
     # tied embeddings: the first and last stage hold copies that stay identical
-    assert len(merged["tied_modules.emb.weight"]) == 2
-    assert torch.equal(*merged["tied_modules.emb.weight"])
+    assert len(merged["tied_modules.emb.weight"]) >= 2
+    first = merged["tied_modules.emb.weight"][0]
+    assert all(torch.equal(first, w) for w in merged["tied_modules.emb.weight"])
+
+
+def test_two_stages_1f1b_match_one_process(two_stage, ref):
+    _, results = two_stage
+    _assert_tied_identical(_check(results, ref))
     assert sorted(r["stage"] for r in results) == [0, 1]
+
+
+@pytest.mark.parametrize("schedule,virtual", [("zero_bubble", 1), ("interleaved", 2)])
+def test_two_stages_match_one_process(schedule, virtual, ref):
+    results = run_distributed(_train, world_size=2, kwargs={"schedule": schedule, "virtual_stages": virtual})
+    _assert_tied_identical(_check(results, ref))
+    assert sorted(r["stage"] for r in results) == [0, 1]
+
+
+def _expected_eval(results):
+    return [r for r in results if r["stage"] == 1][0]
+
+
+def _reload(ckpt, num_stages):
+    model = M.build(num_stages=num_stages)
+    engine, *_ = deepspeed.initialize(model=model, config=M.config(gas=1))
+    path, client = engine.load_checkpoint(ckpt, tag="t")
+    assert path is not None and engine.global_steps == M.STEPS
+    x = M.data(0, 1, 1, 1)[0]
+    loss = float(engine.eval_batch(iter([x])))
+    logits = engine.eval_batch(iter([x]), return_logits=True, num_micro_batches=1)[1]
+    return {"stage": engine.stage_id, "last": engine.is_last_stage(), "eval": loss, "logits": logits,
+            "files": sorted(os.listdir(os.path.join(ckpt, "t")))}
+
+
+def test_checkpoint_of_two_stages_reloads_as_one_stage(two_stage):
+    ckpt, results = two_stage
+    want = _expected_eval(results)
+    got = _reload(ckpt, 1)
+    # DeepSpeed's names: one file per layer that is a module (layer 8 is the tied copy's forward_fn)
+    layer_files = [f for f in got["files"] if f.startswith("layer_")]
+    assert layer_files == [f"layer_{i:02d}-model_states.pt" for i in range(8)]
+    assert "mp_rank_00_model_states.pt" in got["files"] and "mp_rank_01_model_states.pt" in got["files"]
+    torch.testing.assert_close(got["eval"], want["eval"], rtol=1e-6, atol=0)
+    torch.testing.assert_close(got["logits"], want["logits"], rtol=1e-6, atol=1e-7)
+
+
+def _four_ranks(ckpt):
+    """2 stages x 2 data-parallel ranks trained, then the 2-stage checkpoint loaded as 4 stages."""
+    out = _train(num_stages=2, dp=2)
+    out["reload"] = _reload(ckpt, 4)
+    return out
+
+
+def test_pipe_x_data_parallel_and_four_stage_reload(two_stage):
+    ckpt, results2 = two_stage
+    results = run_distributed(_four_ranks, world_size=4, args=(ckpt,), timeout=240)
+    assert sorted((r["stage"], r["dp"]) for r in results) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    merged = _check(results, M.reference(dp=2))
+    _assert_tied_identical(merged)
+    assert len(merged["tied_modules.emb.weight"]) == 4  # 2 stages x 2 data-parallel copies
+    want = _expected_eval(results2)
+    for r in results:
+        got = r["reload"]
+        torch.testing.assert_close(got["eval"], want["eval"], rtol=1e-6, atol=0)  # broadcast to every stage
+        if got["last"]:
+            torch.testing.assert_close(got["logits"], want["logits"], rtol=1e-6, atol=1e-7)
+    assert sorted(r["reload"]["stage"] for r in results) == [0, 1, 2, 3]
