@@ -52,8 +52,8 @@ class WeightQuantizationSharedConfig(DeepSpeedConfigModel):
 
 
 class WeightQuantizationParams(DeepSpeedConfigModel):
-    start_bits: int = Field(ge=1)
-    target_bits: int = Field(ge=1)
+    start_bits: int = Field(ge=1, le=8)
+    target_bits: int = Field(ge=1, le=8)
     quantization_period: int = Field(1, ge=0)
 
 
@@ -77,7 +77,7 @@ class ActivationQuantizationSharedConfig(DeepSpeedConfigModel):
 
 
 class ActivationQuantizationParams(DeepSpeedConfigModel):
-    bits: int = Field(ge=1)
+    bits: int = Field(ge=2, le=8)
 
 
 class ActivationQuantizationGroup(_Group):
@@ -93,7 +93,7 @@ class ActivationQuantizationConfig(DeepSpeedConfigModel):
 
 
 class DenseRatioParams(DeepSpeedConfigModel):
-    dense_ratio: float = Field(gt=0.0, le=1.0)
+    dense_ratio: float = Field(gt=0.0, lt=1.0)
 
 
 class PruningGroup(_Group):
