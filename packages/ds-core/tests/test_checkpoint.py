@@ -82,8 +82,13 @@ def test_resume_is_bit_identical_in_a_fresh_process(tmp_path, precision):
 
 
 def _engine(**kw):
+    return _engine_with({}, **kw)
+
+
+def _engine_with(extra: dict, **kw):
     engine, *_ = deepspeed.initialize(model=model(), config={
-        "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.1, "momentum": 0.9}}}, **kw)
+        "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.1, "momentum": 0.9}},
+        **extra}, **kw)
     return engine
 
 
@@ -94,7 +99,8 @@ def test_layout_and_contents(tmp_path):
         engine.step()
     engine.save_checkpoint(str(tmp_path), client_state={"custom": torch.arange(3)})
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
-    assert files == ["global_step2", "global_step2/mp_rank_00_model_states.pt", "latest"]
+    assert files == ["global_step2", "global_step2/ds_manifest.json", "global_step2/mp_rank_00_model_states.pt",
+                     "latest"]
     sd = torch.load(tmp_path / "global_step2" / "mp_rank_00_model_states.pt", weights_only=True)
     assert sd["global_steps"] == 2 and sd["global_samples"] == 8 and sd["skipped_steps"] == 0
     assert sd["dp_world_size"] == 1 and sd["mp_world_size"] == 1
@@ -111,9 +117,15 @@ def test_layout_and_contents(tmp_path):
 
 
 def test_nothing_to_load_returns_none(tmp_path):
+    """No ``latest``: nothing to resume (DeepSpeed's (None, None)). An explicit tag that does not
+    exist is an error unless checkpoint.start_fresh_if_missing opts into starting fresh."""
     engine = _engine()
     assert engine.load_checkpoint(str(tmp_path)) == (None, None)
-    assert engine.load_checkpoint(str(tmp_path), tag="global_step7") == (None, None)
+    with pytest.raises(FileNotFoundError, match=r"global_step7 does not exist \(tag 'global_step7' from the tag "
+                       r"argument\); .*checkpoint.start_fresh_if_missing=true"):
+        engine.load_checkpoint(str(tmp_path), tag="global_step7")
+    fresh_ok = _engine_with({"checkpoint": {"start_fresh_if_missing": True}})
+    assert fresh_ok.load_checkpoint(str(tmp_path), tag="global_step7") == (None, None)
 
 
 def test_explicit_tag_and_load_module_only(tmp_path):
@@ -136,7 +148,8 @@ class _Evil:
 def test_loading_uses_weights_only(tmp_path):
     engine = _engine()
     engine.save_checkpoint(str(tmp_path), tag="t", client_state={"evil": _Evil()})
-    with pytest.raises(Exception, match="Weights only load failed"):
+    with pytest.raises(ValueError, match=r"refused to load .*t/mp_rank_00_model_states.pt: it holds objects other "
+                       r"than tensors.*checkpoint.unsafe_load=true"):
         _engine().load_checkpoint(str(tmp_path), tag="t")
 
 

@@ -153,6 +153,9 @@ class CoreSections(DeepSpeedConfigModel):
     sparse_gradients: bool = False
     disable_allgather: bool = False
     gradient_clipping: float = Field(0.0, ge=0)
+    #: ours: what a bf16/fp32 step with a NaN/inf gradient norm does ("skip" it with a warning, or
+    #: "raise" FloatingPointError); fp16 with a dynamic loss scale skips and lowers the scale.
+    nonfinite_gradients: Literal["skip", "raise"] = "skip"
 
     # optimizer and scheduler
     optimizer: Optional[OptimizerConfig] = None

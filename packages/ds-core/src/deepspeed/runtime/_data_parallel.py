@@ -79,8 +79,16 @@ class DataParallelOptimizer(EngineOptimizer):
             reducer = self.reducer
             if reducer is not None:
                 reducer.ensure_views()  # a step after zero_grad without a backward
+                # Note: the norm is also the non-finite check (one pass over the gradients, which
+                # are already reduced, so every rank decides alike): a NaN/inf step is skipped.
+                # (DeepSpeed reports the norm of a torch optimizer's step only when it clips.)
+                norm = reducer.global_norm()
+                if not bool(torch.isfinite(norm)):
+                    self._norm = norm
+                    self.overflow = True
+                    self.zero_grad()
+                    return False
                 if self.clip_grad > 0:
-                    norm = reducer.global_norm()
                     self._norm = norm
                     coef = clip_coefficient(norm, self.clip_grad)
                     for flat in reducer.flats:

@@ -2,7 +2,7 @@
 
 The model's trainable parameters become views of one flat low-precision buffer and the master
 weights views of one flat fp32 buffer, so each step costs one cast-copy of the gradients, one
-norm (only when clipping or fp16 overflow checks need it), the optimizer step on fp32, and one
+norm (clipping, and the check that skips a step with NaN/inf gradients), the optimizer step on fp32, and one
 cast-copy back into the model.
 """
 
@@ -80,16 +80,16 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
         scale = self.loss_scaler.loss_scale
         if scale != 1.0:
             g.mul_(1.0 / scale)
-        norm = None
-        if self.clip_grad > 0 or (self.check_overflow and self.loss_scaler.dynamic):
-            norm = torch.linalg.vector_norm(g)
-            self._global_grad_norm = norm
-        if self.check_overflow and self.loss_scaler.dynamic:
-            self.overflow = not bool(torch.isfinite(norm))
-            if self.overflow:
+        # Note: the norm doubles as the non-finite check; fp16 with a dynamic scale lowers the
+        # scale on overflow (DeepSpeed), bf16 and static scales just skip (the engine warns).
+        norm = torch.linalg.vector_norm(g)
+        self._global_grad_norm = norm
+        self.overflow = not bool(torch.isfinite(norm))
+        if self.overflow:
+            if self.check_overflow and self.loss_scaler.dynamic:
                 self.loss_scaler.update_scale(True)
-                self.lp_grads.zero_()
-                return False
+            self.lp_grads.zero_()
+            return False
         if self.clip_grad > 0:
             g.mul_(clip_coefficient(norm, self.clip_grad))
         self.optimizer.step()

@@ -48,6 +48,7 @@ from deepspeed.runtime._data_parallel import DataParallelOptimizer
 from deepspeed.runtime._grad_reduce import GradientReducer
 from deepspeed.runtime._optim_factory import build_optimizer
 from deepspeed.runtime._precision import MixedPrecisionOptimizer
+from deepspeed.runtime._step_guard import StepGuard
 from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
 from deepspeed.runtime.lr_schedules import _build_schedule
 from deepspeed.utils.logging import log_dist, logger
@@ -118,6 +119,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self._no_sync = False
         self._global_grad_norm = None
         self.enable_backward_allreduce = True
+        self._step_guard = StepGuard()
 
         self._init_distributed(dist_init_required)
         self._configure_config(config_class if config_class is not None else config)
@@ -128,6 +130,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self._configure_dataloader()
         self._configure_checkpointing()
         self._configure_monitoring()
+        self._step_guard = StepGuard(getattr(getattr(self._config, "model", None), "nonfinite_gradients", "skip"))
         from deepspeed.version import __version__
 
         log_dist(f"DeepSpeed info: version={__version__}, git-hash=unknown, git-branch=unknown", ranks=[0])
@@ -460,6 +463,7 @@ class DeepSpeedEngine(torch.nn.Module):
             self.enable_backward_allreduce and not self._no_sync and self.is_gradient_accumulation_boundary())
         if self._wall_clock:
             self.timers("bwd_microstep").start()
+        self._step_guard.note_backward()
         try:
             driver.backward(scaled, retain_graph=retain_graph)
         finally:
@@ -469,6 +473,7 @@ class DeepSpeedEngine(torch.nn.Module):
 
     def allreduce_gradients(self, bucket_size=None) -> None:
         """Reduce the gradients now (for gradients computed without ``engine.backward``)."""
+        self._step_guard.note_backward()
         self._driver.reduce_gradients()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -481,6 +486,7 @@ class DeepSpeedEngine(torch.nn.Module):
         self._global_grad_norm = driver.global_grad_norm()
         if not applied:
             self.skipped_steps += 1
+            self._step_guard.check_skipped(self.global_steps, self._global_grad_norm, self.fp16_enabled())
         else:
             self._features.after_step(self)
             if self.lr_scheduler is not None:
@@ -490,7 +496,11 @@ class DeepSpeedEngine(torch.nn.Module):
 
     def step(self, lr_kwargs=None) -> None:
         """At a gradient-accumulation boundary: clip, step the optimizer and the LR schedule, zero
-        the gradients. ``micro_steps`` advances on every call."""
+        the gradients. ``micro_steps`` advances on every call that follows a backward; a call
+        without one changes nothing (:mod:`deepspeed.runtime._step_guard`)."""
+        if self._step_guard.no_gradients(self.module, self.global_steps):
+            return
+        self._step_guard.stepped()
         boundary = self.is_gradient_accumulation_boundary()
         profiling = self._flops_step is not None and self.global_steps == self._flops_step and self.global_rank == 0
         if self._wall_clock:

@@ -43,11 +43,45 @@ __all__ = [
 ]
 
 
-def _load(path: str):
+try:  # Note: the copy of this file beside a checkpoint may run where only torch is installed.
+    from deepspeed.runtime.checkpoint_engine._manifest import Manifest as _Manifest
+    from deepspeed.runtime.checkpoint_engine._safe_load import safe_load as _safe_load
+except ImportError:  # pragma: no cover - exercised by running the copied script without deepspeed
+    _Manifest = None
+    _safe_load = None
+
+
+def _load(path: str, unsafe_load: bool = False, expected=None):
+    """Read a checkpoint file without running code from it (``weights_only=True``), naming the file
+    on failure; ``unsafe_load=True`` (only for trusted files) unpickles arbitrary objects."""
+    if _safe_load is not None:
+        return _safe_load(path, map_location="cpu", unsafe=unsafe_load, expected=expected)
+    if unsafe_load:
+        print(f"zero_to_fp32: WARNING: loading {path} with weights_only=False: it can run code it carries")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # Note: checkpoints from other writers may pickle more than tensors and dicts.
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=not unsafe_load)
+    except Exception as exc:
+        raise ValueError(f"cannot load checkpoint file {path} ({type(exc).__name__}: {exc}); if it holds objects "
+                         "other than tensors and you trust it, pass --unsafe_load") from None
+
+
+def _verify_tag_dir(ckpt_dir: str):
+    """The tag's manifest (every listed file present with its size), or None when it has none."""
+    if _Manifest is not None:
+        manifest = _Manifest.read(ckpt_dir)
+        if manifest is not None:
+            manifest.check_present(ckpt_dir)
+        return manifest
+    path = os.path.join(ckpt_dir, "ds_manifest.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        files = json.load(f)["files"]
+    bad = [n for n, rec in files.items() if not os.path.exists(os.path.join(ckpt_dir, n))
+           or os.path.getsize(os.path.join(ckpt_dir, n)) != rec["size"]]
+    if bad:
+        raise ValueError(f"checkpoint {ckpt_dir} is incomplete: missing or truncated: {', '.join(sorted(bad))}")
+    return None
 
 
 def _rank_of(path: str) -> int:
@@ -90,6 +124,11 @@ def _resolve_tag_dir(checkpoint_dir: str, tag: str | None) -> str:
                              "'global_step10') or point checkpoint_dir at the folder that holds 'latest'")
         with open(latest) as f:
             tag = f.read().strip()
+        source = f"the tag in {latest}"
+    else:
+        source = "tag"
+    if not tag or tag in (".", "..") or os.path.isabs(tag) or "/" in tag or os.sep in tag:
+        raise ValueError(f"zero_to_fp32: {source} {tag!r} is not a plain folder name inside {checkpoint_dir}")
     return os.path.join(checkpoint_dir, tag)
 
 
@@ -145,9 +184,25 @@ def _frozen_stage_3(model_sds: list[dict]) -> OrderedDict:
     return out
 
 
-def _get_fp32_state_dict_from_tag_dir(ckpt_dir: str, exclude_frozen_parameters: bool) -> OrderedDict:
+def _check_ranks(files: list[str], ckpt_dir: str) -> None:
+    ranks = [_rank_of(f) for f in files]
+    missing = sorted(set(range(max(ranks) + 1)) - set(ranks))
+    if missing:
+        raise FileNotFoundError(f"zero_to_fp32: {ckpt_dir} lacks the shard(s) of rank(s) {missing} "
+                                f"(found ranks {ranks}); every rank's shard is needed")
+
+
+def _get_fp32_state_dict_from_tag_dir(ckpt_dir: str, exclude_frozen_parameters: bool,
+                                      unsafe_load: bool = False) -> OrderedDict:
+    manifest = _verify_tag_dir(ckpt_dir)
+
+    def load(path):
+        expected = manifest.record_for(path, ckpt_dir) if manifest is not None else None
+        return _load(path, unsafe_load, expected)
+
     optim_files = get_optim_files(ckpt_dir)
-    optim_sds = [_load(f)["optimizer_state_dict"] for f in optim_files]
+    _check_ranks(optim_files, ckpt_dir)
+    optim_sds = [load(f)["optimizer_state_dict"] for f in optim_files]
     stage = optim_sds[0].get("zero_stage")
     if stage is None:
         raise ValueError(f"{optim_files[0]} has no 'zero_stage': it was not written by a ZeRO optimizer")
@@ -157,7 +212,7 @@ def _get_fp32_state_dict_from_tag_dir(ckpt_dir: str, exclude_frozen_parameters: 
     if count is not None and int(count) != len(optim_sds):
         raise ValueError(f"zero_to_fp32: expected {count} optimizer shards in {ckpt_dir}, found {len(optim_sds)}")
     model_files = get_model_state_files(ckpt_dir)
-    model_sd = _load(get_model_state_file(ckpt_dir, stage))
+    model_sd = load(get_model_state_file(ckpt_dir, stage))
     out = OrderedDict()
     # buffers first, as DeepSpeed's script orders them
     module = model_sd.get("module") or {}
@@ -172,7 +227,7 @@ def _get_fp32_state_dict_from_tag_dir(ckpt_dir: str, exclude_frozen_parameters: 
         raise ValueError(f"zero_to_fp32: unknown zero_stage {stage}")
     if not exclude_frozen_parameters:
         if stage == 3:
-            model_sds = [_load(f) for f in model_files if "zero_pp_rank_" in os.path.basename(f)]
+            model_sds = [load(f) for f in model_files if "zero_pp_rank_" in os.path.basename(f)]
             out.update(_frozen_stage_3(model_sds))
         else:
             known = set(params) | set(model_sd.get("buffer_names", []))
@@ -198,14 +253,18 @@ class _LazyTensor:
 
 
 def get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir: str, tag: str | None = None,
-                                             exclude_frozen_parameters: bool = False, lazy_mode: bool = False):
+                                             exclude_frozen_parameters: bool = False, lazy_mode: bool = False,
+                                             unsafe_load: bool = False):
     """The consolidated fp32 state dict of a ZeRO checkpoint (on CPU).
 
     ``checkpoint_dir``: the folder with ``latest`` and the tag folders; ``tag``: a tag folder
     name (default: the one in ``latest``). ``lazy_mode``: values are placeholders whose
     ``.contiguous()`` returns the tensor (this implementation builds them eagerly underneath).
+    Files are read with ``weights_only=True`` and checked against the tag's ``ds_manifest.json``;
+    ``unsafe_load=True`` unpickles arbitrary objects (it can run code: only for trusted files).
     """
-    sd = _get_fp32_state_dict_from_tag_dir(_resolve_tag_dir(checkpoint_dir, tag), exclude_frozen_parameters)
+    sd = _get_fp32_state_dict_from_tag_dir(_resolve_tag_dir(checkpoint_dir, tag), exclude_frozen_parameters,
+                                           unsafe_load=unsafe_load)
     if lazy_mode:
         return OrderedDict((k, _LazyTensor(lambda v=v: v)) for k, v in sd.items())
     return sd
@@ -239,7 +298,8 @@ def _shards(state_dict: dict, max_bytes: int) -> list[OrderedDict]:
 
 def convert_zero_checkpoint_to_fp32_state_dict(checkpoint_dir: str, output_dir: str, max_shard_size="5GB",
                                                safe_serialization: bool = False, tag: str | None = None,
-                                               exclude_frozen_parameters: bool = False) -> None:
+                                               exclude_frozen_parameters: bool = False,
+                                               unsafe_load: bool = False) -> None:
     """Write the consolidated fp32 weights into ``output_dir`` (created if needed).
 
     One ``pytorch_model.bin`` (``model.safetensors`` with ``safe_serialization``), or, above
@@ -247,7 +307,8 @@ def convert_zero_checkpoint_to_fp32_state_dict(checkpoint_dir: str, output_dir: 
     them. An ``output_dir`` ending in ``.bin``/``.pt``/``.pth``/``.safetensors`` is taken as the
     output file itself (the older form of this function).
     """
-    sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag, exclude_frozen_parameters)
+    sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag, exclude_frozen_parameters,
+                                                  unsafe_load=unsafe_load)
     # Note: tied weights share storage; saving clones keeps every name loadable on its own.
     sd = OrderedDict((k, v.contiguous().clone()) for k, v in sd.items())
     if safe_serialization:
@@ -282,9 +343,10 @@ def convert_zero_checkpoint_to_fp32_state_dict(checkpoint_dir: str, output_dir: 
             json.dump(index, f, indent=2, sort_keys=True)
 
 
-def load_state_dict_from_zero_checkpoint(model: torch.nn.Module, checkpoint_dir: str, tag: str | None = None):
+def load_state_dict_from_zero_checkpoint(model: torch.nn.Module, checkpoint_dir: str, tag: str | None = None,
+                                         unsafe_load: bool = False):
     """Load the consolidated fp32 weights into ``model`` (moved to CPU, as DeepSpeed does); return it."""
-    sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag)
+    sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag, unsafe_load=unsafe_load)
     model = model.cpu()
     model.load_state_dict(sd, strict=False)
     return model
@@ -298,10 +360,13 @@ def main(argv=None) -> None:
     parser.add_argument("--max_shard_size", default="5GB", help="largest shard, e.g. 5GB or 500MB")
     parser.add_argument("--safe_serialization", action="store_true", help="write safetensors")
     parser.add_argument("--exclude_frozen_parameters", action="store_true", help="leave out frozen parameters")
+    parser.add_argument("--unsafe_load", action="store_true",
+                        help="load files with weights_only=False (they can run code: only for files you trust)")
     parser.add_argument("-d", "--debug", action="store_true", help="accepted for compatibility")
     args = parser.parse_args(argv)
     convert_zero_checkpoint_to_fp32_state_dict(args.checkpoint_dir, args.output_dir, args.max_shard_size,
-                                               args.safe_serialization, args.tag, args.exclude_frozen_parameters)
+                                               args.safe_serialization, args.tag, args.exclude_frozen_parameters,
+                                               unsafe_load=args.unsafe_load)
 
 
 if __name__ == "__main__":

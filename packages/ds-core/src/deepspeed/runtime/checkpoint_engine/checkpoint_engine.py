@@ -13,7 +13,17 @@ class CheckpointEngine(abc.ABC):
     The engine calls ``create(tag)``, then ``save(state, path)`` for each file, then
     ``commit(tag)`` once every file of the tag is durable; only after ``commit`` returns True
     does it point ``latest`` at the tag.
+
+    Integrity (optional for other engines): :meth:`records` returns ``{abspath: FileRecord}`` of
+    the files saved since ``create`` (the engine hashes the files of an engine that returns
+    nothing); while a tag loads, :attr:`manifest` holds its manifest and :meth:`expected_record`
+    what a file must match. :attr:`unsafe_load` (ds_config ``checkpoint.unsafe_load``) allows
+    unpickling arbitrary objects.
     """
+
+    unsafe_load: bool = False
+    manifest: Any = None
+    manifest_dir: str | None = None
 
     def __init__(self, config_params: Any = None):
         self.config_params = config_params
@@ -35,6 +45,16 @@ class CheckpointEngine(abc.ABC):
     def commit(self, tag: str) -> bool:
         """Every file of ``tag`` is written; return True when it is durable."""
         return True
+
+    def records(self) -> dict:
+        """``{absolute path: FileRecord}`` of the files saved since :meth:`create` (none by default)."""
+        return {}
+
+    def expected_record(self, path: str):
+        """The size and checksum ``path`` must have (from the manifest of the tag being loaded)."""
+        if self.manifest is None or self.manifest_dir is None:
+            return None
+        return self.manifest.record_for(path, self.manifest_dir)
 
     def is_decoupled(self) -> bool:
         return False

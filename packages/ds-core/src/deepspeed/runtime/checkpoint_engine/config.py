@@ -38,7 +38,14 @@ class CheckpointWriterConfig(DeepSpeedConfigModel):
 
 class DeepSpeedCheckpointConfig(DeepSpeedConfigModel):
     """``checkpoint {tag_validation, load_universal, use_node_local_storage, parallel_write,
-    checkpoint_serialization, writer}``."""
+    checkpoint_serialization, writer}`` (DeepSpeed's keys), and two of ours:
+
+    - ``unsafe_load`` (default false): load checkpoint files with ``weights_only=False``, which
+      unpickles arbitrary objects and so can run code a file carries; only for files you trust.
+    - ``start_fresh_if_missing`` (default false): ``load_checkpoint`` with an explicit tag (or a
+      ``latest`` naming a tag) that does not exist warns and returns ``(None, None)`` instead of
+      raising, so training starts from the initial weights.
+    """
 
     tag_validation: Literal["WARN", "IGNORE", "FAIL"] = "WARN"
     load_universal: bool = False
@@ -46,6 +53,8 @@ class DeepSpeedCheckpointConfig(DeepSpeedConfigModel):
     parallel_write: CheckpointParallelWriteConfig = Field(default_factory=CheckpointParallelWriteConfig)
     checkpoint_serialization: bool = True
     writer: Optional[CheckpointWriterConfig] = None
+    unsafe_load: bool = False
+    start_fresh_if_missing: bool = False
 
     @field_validator("tag_validation", mode="before")
     @classmethod

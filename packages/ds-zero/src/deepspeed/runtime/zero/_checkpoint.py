@@ -107,6 +107,48 @@ def load_state(engine, state, load_dir: str, tag: str, load_optimizer_states: bo
     load_files(engine, load_dir, tag, load_optimizer_states=load_optimizer_states, force_fp32_weights=stage3)
 
 
+def _shard_files(engine, ckpt_dir: str, mp_rank: int) -> list[str]:
+    """Every rank's ``zero_pp_rank_<r>_mp_rank_<mp>_optim_states.pt``, checked to be complete: the
+    manifest's list when the tag has one, else the files found, which must be ranks 0..N-1."""
+    suffix = f"_mp_rank_{mp_rank:02d}_optim_states.pt"
+    manifest = getattr(engine.checkpoint_engine, "manifest", None)
+    if manifest is not None:
+        names = manifest.names_matching("zero_pp_rank_", suffix)
+        expected = manifest.dp_world_size
+        files = [os.path.join(ckpt_dir, n) for n in names]
+    else:
+        files = glob.glob(os.path.join(ckpt_dir, f"zero_pp_rank_*{suffix}"))
+        expected = None
+    files = sorted(files, key=_rank_of)
+    if not files:
+        raise ValueError(f"load_checkpoint: no zero_pp_rank_*{suffix} in {ckpt_dir}; "
+                         "the checkpoint was not saved with ZeRO (load it with load_optimizer_states=False).")
+    ranks = [_rank_of(f) for f in files]
+    count = expected if expected is not None else max(ranks) + 1
+    missing = sorted(set(range(count)) - set(ranks))
+    if missing:
+        names = ", ".join(os.path.join(ckpt_dir, f"zero_pp_rank_{r}{suffix}") for r in missing)
+        raise FileNotFoundError(f"load_checkpoint: the ZeRO checkpoint {ckpt_dir} was saved by {count} data-parallel "
+                                f"rank(s) but these shard files are missing: {names}; every rank's shard is needed "
+                                "(load another tag, or save it again)")
+    return files
+
+
+def _check_shards(shards: list[dict], files: list[str]) -> None:
+    """The shards were saved by as many ranks as there are files, each by the rank its name says."""
+    for f, sd in zip(files, shards):
+        count = sd.get("partition_count")
+        count = count[0] if isinstance(count, (list, tuple)) else count
+        if count is not None and int(count) != len(files):
+            raise ValueError(f"load_checkpoint: {f} was saved by a job of {int(count)} data-parallel rank(s), but "
+                             f"{len(files)} shard file(s) are in {os.path.dirname(f)}; the folder mixes checkpoints "
+                             "of different world sizes (or a shard is missing)")
+        saved_rank = sd.get("dp_rank")
+        if saved_rank is not None and int(saved_rank) != _rank_of(f):
+            raise ValueError(f"load_checkpoint: {f} holds the shard of rank {int(saved_rank)}, not of rank "
+                             f"{_rank_of(f)} as its name says; the file was renamed or copied over")
+
+
 def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = True,
                force_fp32_weights: bool = False) -> None:
     """Give the ZeRO optimizer every rank's shard (it re-slices them when the world size changed)."""
@@ -115,12 +157,9 @@ def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = Tr
         return
     _, mp_rank = _ranks(engine)
     ckpt_dir = os.path.join(load_dir, tag)
-    files = sorted(glob.glob(os.path.join(ckpt_dir, f"zero_pp_rank_*_mp_rank_{mp_rank:02d}_optim_states.pt")),
-                   key=_rank_of)
-    if not files:
-        raise ValueError(f"load_checkpoint: no zero_pp_rank_*_mp_rank_{mp_rank:02d}_optim_states.pt in {ckpt_dir}; "
-                         "the checkpoint was not saved with ZeRO (load it with load_optimizer_states=False).")
+    files = _shard_files(engine, ckpt_dir, mp_rank)
     shards = [engine.checkpoint_engine.load(f, map_location="cpu")["optimizer_state_dict"] for f in files]
+    _check_shards(shards, files)
     zcfg = engine.ds_config.zero_config
     opt.load_state_dict(shards, load_optimizer_states=load_optimizer_states,
                         load_from_fp32_weights=force_fp32_weights or bool(getattr(zcfg, "load_from_fp32_weights", True)),

@@ -9,6 +9,8 @@ slices; the updated values are copied into the ``ds_tensor`` slices, to be gathe
 
 from __future__ import annotations
 
+import math
+
 import functools
 import weakref
 from collections import OrderedDict
@@ -239,6 +241,11 @@ class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
             return False
         norm = self._partition_norm(self._grad_partitions) / scale
         self._global_grad_norm = norm
+        if not math.isfinite(norm):  # bf16/fp32: skip the step (the engine warns or raises)
+            self.overflow = True
+            for g in self._grad_partitions:
+                g.zero_()
+            return False
         self._unscale_clip_step(self.fp32_partitioned_groups_flat, self._grad_partitions, norm, scale)
         if self.backup_optimizer is not None:
             for mine, backup in zip(self.optimizer.param_groups, self.backup_optimizer.param_groups):

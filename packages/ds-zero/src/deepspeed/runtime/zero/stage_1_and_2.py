@@ -11,6 +11,8 @@ the model's parameters, which are views into one flat buffer per group.
 
 from __future__ import annotations
 
+import math
+
 import weakref
 from collections import OrderedDict
 
@@ -199,6 +201,10 @@ class DeepSpeedZeroOptimizer(ZeroOptimizerBase):
             return False
         norm = self._partition_norm(self._grad_partitions) / scale
         self._global_grad_norm = norm
+        if not math.isfinite(norm):  # bf16/fp32: skip the step (the engine warns or raises)
+            self.overflow = True
+            self._zero_grad_partitions()
+            return False
         self._unscale_clip_step(self.single_partition_of_fp32_groups, self._grad_partitions, norm, scale)
         for master in self.single_partition_of_fp32_groups:
             master.grad = None
@@ -325,6 +331,7 @@ class DeepSpeedZeroOptimizer(ZeroOptimizerBase):
             "zero_stage": self.zero_stage,
             "group_paddings": [layout.padding if last else 0 for layout in self._layouts],
             "partition_count": [self.partition_count] * len(self._layouts),
+            "dp_rank": self.dp_rank,
             "ds_version": zero_version(),
         }
 
@@ -335,9 +342,21 @@ class DeepSpeedZeroOptimizer(ZeroOptimizerBase):
             state_dict_list = [state_dict_list]
         saved_count = state_dict_list[0].get("partition_count", len(state_dict_list))
         saved_count = saved_count[0] if isinstance(saved_count, (list, tuple)) else int(saved_count)
-        if len(state_dict_list) == 1 and saved_count == self.partition_count:
-            own = state_dict_list[0]  # this rank's own shard
+        if len(state_dict_list) == 1 and saved_count == self.partition_count and self.partition_count > 1:
+            # Note: one shard of a multi-rank checkpoint is this rank's only if it says so; taking
+            # any rank's slice as our own would give every rank the same weights, silently.
+            saved_rank = state_dict_list[0].get("dp_rank")
+            if saved_rank is None or int(saved_rank) != self.dp_rank:
+                raise ValueError(
+                    f"load_state_dict got one ZeRO shard of a checkpoint saved by {saved_count} ranks, and it is "
+                    + ("not marked with its rank" if saved_rank is None else f"rank {int(saved_rank)}'s")
+                    + f" (this is rank {self.dp_rank}); pass every zero_pp_rank_* shard of the checkpoint, in rank order.")
+            own = state_dict_list[0]
         elif len(state_dict_list) == saved_count:
+            for i, sd in enumerate(state_dict_list):
+                if sd.get("dp_rank") is not None and int(sd["dp_rank"]) != i:
+                    raise ValueError(f"load_state_dict: shard {i} of the list is rank {int(sd['dp_rank'])}'s; pass "
+                                     "every zero_pp_rank_* shard in rank order (0, 1, ...).")
             own = state_dict_list[self.dp_rank] if saved_count == self.partition_count else None
         else:
             raise ValueError(f"load_state_dict got {len(state_dict_list)} ZeRO shards but they were saved by "
