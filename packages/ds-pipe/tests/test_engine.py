@@ -31,6 +31,12 @@ def _train(schedule="1f1b", virtual_stages=1, num_stages=2, dp=1, save_dir=None,
     losses = [float(engine.train_batch(it)) for _ in range(M.STEPS)]
     out = {"losses": losses, "params": {k: v.detach().clone() for k, v in engine.module.state_dict().items()},
            "stage": engine.stage_id, "dp": engine._grid.data_parallel_id, "gas": engine.gradient_accumulation_steps()}
+    if schedule == "interleaved":  # 3 micro-batches cannot be interleaved over 2 stages
+        try:
+            deepspeed.initialize(model=M.build(num_stages=num_stages, virtual_stages=virtual_stages),
+                                 config=M.config(gas=3, dp=dp, **extra))
+        except ValueError as e:
+            out["few_micro_batches"] = str(e)
     if save_dir is not None:
         engine.save_checkpoint(save_dir, tag="t")
         x = M.data(0, 1, 1, 1)[0]
@@ -85,6 +91,10 @@ def test_two_stages_1f1b_match_one_process(two_stage, ref):
 def test_two_stages_match_one_process(schedule, virtual, ref):
     results = run_distributed(_train, world_size=2, kwargs={"schedule": schedule, "virtual_stages": virtual})
     _assert_tied_identical(_check(results, ref))
+    if schedule == "interleaved":
+        assert all(r["few_micro_batches"] == (
+            "ds_config.pipeline.schedule=\"interleaved\" needs a number of micro-batches divisible by the stages: "
+            "gradient_accumulation_steps=3, stages=2; use a multiple of 2") for r in results)
     assert sorted(r["stage"] for r in results) == [0, 1]
 
 
