@@ -47,7 +47,7 @@ from deepspeed.runtime import _engine_checkpoint
 from deepspeed.runtime._data_parallel import DataParallelOptimizer
 from deepspeed.runtime._grad_reduce import GradientReducer
 from deepspeed.runtime._optim_factory import build_optimizer
-from deepspeed.runtime._precision import MixedPrecisionOptimizer
+from deepspeed.runtime._precision_choice import engine_precision_optimizer
 from deepspeed.runtime._step_guard import StepGuard
 from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
 from deepspeed.runtime.lr_schedules import _build_schedule
@@ -254,7 +254,7 @@ class DeepSpeedEngine(torch.nn.Module):
                 scaler = CreateLossScaler(torch.half, cfg.loss_scale, cfg.loss_scale == 0, cfg.dynamic_loss_scale_args)
             else:
                 scaler = CreateLossScaler(torch.bfloat16, 1.0, False, None)
-            precision = MixedPrecisionOptimizer(basic, reducer.order, reducer.flats[0], scaler,
+            precision = engine_precision_optimizer(basic, reducer.order, reducer.flats[0], scaler,
                                                 clip_grad=self._grad_clip, check_overflow=self.fp16_enabled())
             separate = self.bfloat16_enabled()
         return DataParallelOptimizer(basic, reducer, precision, clip_grad=self._grad_clip,
