@@ -223,8 +223,31 @@ class FeatureSet:
                     raise FeatureError(f"{self._label(owner)} and {self._label(feature)} both take over the optimizer "
                                        "(return an EngineOptimizer from wrap_optimizer); only one may")
                 owner = feature
+                declared = getattr(engine, "gradient_groups", None)
+                if declared and not result.supports_gradient_groups:
+                    raise NotImplementedError(
+                        f"{self._label(feature)} takes over the optimizer with {type(result).__name__}, which does not "
+                        f"reduce gradient groups, but {len(declared)} gradient group(s) were declared (parameters "
+                        "held by only some data-parallel ranks, e.g. expert-parallel experts); reducing them over "
+                        "the whole data-parallel group would mix different shards. Train without that feature, or "
+                        "without the sharding (e.g. ep_size=1).")
             optimizer = result
         return optimizer
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def gradient_groups(self, engine: Any) -> list:
+        out, owner = [], {}
+        for feature in self:
+            for gg in feature.gradient_groups(engine) or ():
+                for p in gg.params:
+                    if id(p) in owner:
+                        raise FeatureError(f"{self._label(owner[id(p)])} and {self._label(feature)} both put a "
+                                           f"parameter of shape {tuple(p.shape)} into a gradient group; a parameter "
+                                           "is reduced over one group only")
+                    owner[id(p)] = feature
+                out.append(gg)
+        return out
 
     # -- training -----------------------------------------------------------------------------
 

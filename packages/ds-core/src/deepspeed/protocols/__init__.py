@@ -11,6 +11,7 @@ from deepspeed.protocols.feature import (
     Cond,
     DeepSpeedFeature,
     FeatureProvides,
+    GradientGroup,
     HookSpec,
     Order,
     SectionUse,
@@ -18,4 +19,4 @@ from deepspeed.protocols.feature import (
 from deepspeed.protocols.optimizer import DeepSpeedOptimizer, EngineOptimizer, Fragment
 
 __all__ = ["HOOKS", "Cond", "DeepSpeedFeature", "DeepSpeedOptimizer", "EngineOptimizer", "EngineView",
-           "FeatureProvides", "Fragment", "HookSpec", "Order", "SectionUse"]
+           "FeatureProvides", "Fragment", "GradientGroup", "HookSpec", "Order", "SectionUse"]

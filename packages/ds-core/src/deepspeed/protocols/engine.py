@@ -32,5 +32,8 @@ class EngineView(Protocol):
     mpu: Any
     #: Writes and reads checkpoint files (atomic writes, safe loads).
     checkpoint_engine: "CheckpointEngine"
+    #: The features' :class:`~deepspeed.protocols.feature.GradientGroup` s (parameters reduced over
+    #: a sub-group of the data-parallel ranks); set before ``wrap_optimizer`` runs.
+    gradient_groups: list
     #: The optimizer that drives training (an EngineOptimizer, or the basic torch optimizer).
     optimizer: Any

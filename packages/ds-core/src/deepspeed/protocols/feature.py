@@ -25,6 +25,8 @@ hook                          kind       composition rule
 ``wrap_optimizer``            chain      in ``order``, each sees the previous result; at most one may
                                          return an :class:`~deepspeed.protocols.optimizer.EngineOptimizer`
 ``checkpoint_engine``         single     at most one feature may answer
+``gradient_groups``           all        every feature's groups together; a parameter in two groups is an
+                                         error naming both packages
 ``after_step``                all        in ``order``, after every applied optimizer step
 ``checkpoint_state`` /        all        in ``order``; each feature's state is stored under its own key
 ``save_checkpoint_files`` /              (``ds_feature_<name>``)
@@ -103,6 +105,24 @@ class FeatureProvides(NamedTuple):
     sections: Mapping[str, SectionUse] = {}
     utils: Mapping[str, tuple] = {}
     attributes: Mapping[str, Any] = {}
+
+
+class GradientGroup(NamedTuple):
+    """Parameters that not every data-parallel rank holds (each rank holds one shard of a larger
+    set, e.g. the experts of an expert-parallel layer), declared by :meth:`DeepSpeedFeature.gradient_groups`.
+
+    ``params``: the parameters (this rank's shard). ``group``: the ranks holding the same shard;
+    gradients are summed over it instead of over the data-parallel group, then divided by the
+    whole data-parallel size like every other gradient (each shard saw a share of the whole
+    batch). ``shard_group``: one rank per distinct shard (norms add their squares over it).
+    ``src_rank``: the global rank whose values the engine broadcasts over ``group`` at start.
+    A group of one rank is None.
+    """
+
+    params: tuple
+    group: Any
+    shard_group: Any
+    src_rank: int
 
 
 class DeepSpeedFeature:
@@ -190,6 +210,14 @@ class DeepSpeedFeature:
         """A checkpoint engine to use instead of core's default one, or None."""
         return None
 
+    def gradient_groups(self, engine: "EngineView") -> list:
+        """Parameters reduced over a sub-group of the data-parallel ranks (:class:`GradientGroup`);
+        called in the engine constructor after the model is moved and cast, before its weights are
+        broadcast (``engine.module``, ``engine.topology`` and the data-parallel group are set). The
+        engine's own data-parallel optimizer honours them; an EngineOptimizer returned by
+        ``wrap_optimizer`` must declare ``supports_gradient_groups`` or the engine refuses it."""
+        return []
+
     # -- training --------------------------------------------------------------------------
 
     def after_step(self, engine: "EngineView") -> None:
@@ -229,6 +257,7 @@ HOOKS: tuple[HookSpec, ...] = (
     HookSpec("parallel_dims", "all", "when the engine builds its topology"),
     HookSpec("engine_class", "single", "at initialize, before the engine is built"),
     HookSpec("transform_model", "chain", "in the engine constructor, before the model is moved or cast"),
+    HookSpec("gradient_groups", "all", "in the engine constructor, after the model is moved and cast"),
     HookSpec("optimizer_device", "single", "when the engine builds the ds_config optimizer"),
     HookSpec("wrap_optimizer", "chain", "in the engine constructor, after the basic optimizer is built"),
     HookSpec("checkpoint_engine", "single", "in the engine constructor"),

@@ -69,6 +69,9 @@ class EngineOptimizer(DeepSpeedOptimizer, abc.ABC):
     overflow: bool = False
     #: The ZeRO stage this optimizer implements (0: no partitioning), for DeepSpeed's names.
     zero_stage: int = 0
+    #: True when this optimizer reduces the features' gradient groups over their own groups
+    #: (``engine.gradient_groups``); the engine refuses one that does not while groups exist.
+    supports_gradient_groups: bool = False
 
     # -- training step ---------------------------------------------------------------------
 

@@ -21,13 +21,15 @@ from deepspeed.runtime.grad_buckets import Bucket, BucketCollective, BucketReduc
 
 
 class _Slice:
-    """One bucket's piece of a flat gradient buffer (and its copy in the communication dtype)."""
+    """One bucket's piece of a flat gradient buffer (and its copy in the communication dtype),
+    reduced over ``group`` (the data-parallel group, or a gradient group's; None: nobody else)."""
 
-    __slots__ = ("buffer", "comm")
+    __slots__ = ("buffer", "comm", "group")
 
-    def __init__(self, buffer: torch.Tensor, comm_dtype: torch.dtype | None):
+    def __init__(self, buffer: torch.Tensor, comm_dtype: torch.dtype | None, group: Any = None):
         self.buffer = buffer
         self.comm = None if comm_dtype is None or comm_dtype == buffer.dtype else torch.empty_like(buffer, dtype=comm_dtype)
+        self.group = group
 
 
 class _AllReduceSlices(BucketCollective):
@@ -47,11 +49,14 @@ class _AllReduceSlices(BucketCollective):
                 t.mul_(1.0 / r.world_size)
             elif r.predivide != 1.0:
                 t.mul_(1.0 / r.predivide)
-        return ds_comm.all_reduce(t, group=r.group, async_op=True)
+        if piece.group is None:
+            return None  # Note: a gradient group held by this rank alone: only the averaging below
+        return ds_comm.all_reduce(t, group=piece.group, async_op=True)
 
     def complete(self, bucket: Bucket, work: Any) -> None:
         piece = bucket.payload
-        work.wait()
+        if work is not None:
+            work.wait()
         if piece.comm is not None:
             piece.buffer.copy_(piece.comm)
         factor = self.reducer._post_factor()
@@ -69,13 +74,19 @@ class GradientReducer:
     ``accum_dtype``: accumulate in this dtype instead of the parameters' (bf16 training
     accumulates in fp32): each backward's gradient is added into the flat buffer by the hook and
     ``.grad`` is set back to None, so ``.grad`` is not a view in that mode.
+    ``gradient_groups``: the features' :class:`~deepspeed.protocols.feature.GradientGroup` s; their
+    parameters sit in runs of their own in the flat buffers, reduced over their group (still
+    averaged over ``world_size``), and :meth:`global_norm` adds their squares over each
+    ``shard_group``.
     """
 
     def __init__(self, params: list[torch.nn.Parameter], group: Any = None, world_size: int = 1,
                  bucket_numel: int | None = None, predivide: float = 1.0, prescale: bool = False,
                  comm_dtype: torch.dtype | None = None, average: bool = True,
-                 accum_dtype: torch.dtype | None = None):
+                 accum_dtype: torch.dtype | None = None, gradient_groups=()):
         self.params = list(params)
+        self.gradient_groups = list(gradient_groups)
+        domain_of = {id(p): d for d, gg in enumerate(self.gradient_groups) for p in gg.params}
         self.group = group
         self.world_size = world_size
         self.average = average
@@ -93,13 +104,21 @@ class GradientReducer:
         by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
         for p in reversed(self.params):
             by_dtype.setdefault(accum_dtype if self.accumulating else p.dtype, []).append(p)
+        # Note: a gradient group's parameters form one contiguous run per flat buffer (after the
+        # data-parallel ones), so a bucket never mixes two reduction groups.
+        by_dtype = {dt: sorted(ps, key=lambda p: domain_of.get(id(p), -1)) for dt, ps in by_dtype.items()}
+        #: ``(flat index, start, end, gradient group index or -1)`` runs, for norms.
+        self.runs: list[tuple[int, int, int, int]] = []
         # Note: ranks sharing a host reduce through shared memory, synchronously, when the backward
         # pass ends (elsewhere each bucket's gloo/NCCL all-reduce starts from the hook that
         # completes it and runs asynchronously). The flat buffers then live in shared memory
         # themselves, so the all-reduce reads the other ranks' gradients where they are.
         self._shm = None
         self._shared: list = []
-        if group is not None and world_size > 1 and all(p.device.type == "cpu" for p in self.params):
+        # Note: shared buffers are reduced whole over the data-parallel group; gradient groups need
+        # per-run groups, so they take the per-bucket collectives instead.
+        if group is not None and world_size > 1 and all(p.device.type == "cpu" for p in self.params) \
+                and not self.gradient_groups:
             self._shm = _shm.for_group(group)
         for dtype, ps in by_dtype.items():
             device = ps[0].device
@@ -114,6 +133,7 @@ class GradientReducer:
                 flat = torch.zeros(numel, dtype=dtype, device=device)
             self.flats.append(flat)
             off, start, members = 0, 0, []
+            run_start = 0
             for i, p in enumerate(ps):
                 n = p.numel()
                 view = flat[off:off + n].view_as(p)
@@ -124,9 +144,15 @@ class GradientReducer:
                 self.order.append(p)
                 members.append(p)
                 off += n
-                if off - start >= bucket_numel or i == len(ps) - 1:
-                    buckets.append((members, _Slice(flat[start:off], comm_dtype)))
+                d = domain_of.get(id(p), -1)
+                last_of_run = i == len(ps) - 1 or domain_of.get(id(ps[i + 1]), -1) != d
+                if off - start >= bucket_numel or last_of_run:
+                    g = group if d < 0 else self.gradient_groups[d].group
+                    buckets.append((members, _Slice(flat[start:off], comm_dtype, g)))
                     start, members = off, []
+                if last_of_run:
+                    self.runs.append((len(self.flats) - 1, run_start, off, d))
+                    run_start = off
         self._view_of = {id(p): v for p, v in zip(self.order, self.views)}
         if len(self._shared) != len(self.flats):
             self._shared = []  # some flat is private: every bucket takes the slot-based path
@@ -250,10 +276,24 @@ class GradientReducer:
             if p.grad is not v:
                 p.grad = v
 
-    def global_norm(self) -> torch.Tensor:
-        """L2 norm of all gradients (a 0-d fp32 tensor; no host sync)."""
-        norms = [torch.linalg.vector_norm(f, dtype=torch.float32) for f in self.flats]
-        return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
+    def global_norm(self, flats: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """L2 norm of all gradients (a 0-d fp32 tensor; no host sync without gradient groups).
+        ``flats``: tensors laid out like the flat buffers to take the norm of instead (the fp32
+        master gradients). With gradient groups each group's squares are summed over its
+        ``shard_group`` (a collective every rank makes in the same order)."""
+        flats = self.flats if flats is None else flats
+        if not self.gradient_groups:
+            norms = [torch.linalg.vector_norm(f, dtype=torch.float32) for f in flats]
+            return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
+        squares = torch.zeros(len(self.gradient_groups) + 1, dtype=torch.float32, device=flats[0].device)
+        for f, start, end, d in self.runs:
+            squares[d + 1] += torch.linalg.vector_norm(flats[f][start:end], dtype=torch.float32).square()
+        for d, gg in enumerate(self.gradient_groups):
+            if gg.shard_group is not None:
+                part = squares[d + 1:d + 2].clone()
+                ds_comm.all_reduce(part, group=gg.shard_group)
+                squares[d + 1] = part[0]
+        return squares.sum().sqrt()
 
     def remove_hooks(self) -> None:
         for h in self._hooks:

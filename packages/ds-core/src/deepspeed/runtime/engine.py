@@ -189,11 +189,19 @@ class DeepSpeedEngine(torch.nn.Module):
             self.module.half()
         elif self.bfloat16_enabled():
             self.module.bfloat16()
+        self.gradient_groups = self._features.gradient_groups(self)
         if self._dist and self.dp_world_size > 1:
             src = ds_comm.get_global_rank(self.data_parallel_group, 0) if self.mpu is not None else 0
+            # Note: a gradient group's parameters differ between its shards: each is broadcast
+            # over its own group only (from that group's source rank).
+            grouped = {id(p): gg for gg in self.gradient_groups for p in gg.params}
             with torch.no_grad():
                 for t in list(self.module.parameters()) + list(self.module.buffers()):
-                    ds_comm.broadcast(t.data, src, group=self.data_parallel_group)
+                    gg = grouped.get(id(t))
+                    if gg is None:
+                        ds_comm.broadcast(t.data, src, group=self.data_parallel_group)
+                    elif gg.group is not None:
+                        ds_comm.broadcast(t.data, gg.src_rank, group=gg.group)
 
     def _model_parameters(self, model_parameters) -> list:
         if model_parameters is None:
@@ -249,6 +257,10 @@ class DeepSpeedEngine(torch.nn.Module):
         if basic is not None and (self.fp16_enabled() or self.bfloat16_enabled()):
             if reducer is None or len(reducer.flats) != 1:
                 raise NotImplementedError("fp16/bf16 without ZeRO needs every trainable parameter in one dtype")
+            if reducer.gradient_groups:
+                raise NotImplementedError("fp16/bf16 without ZeRO is not supported with gradient groups (parameters "
+                                          "held by only some data-parallel ranks, e.g. expert-parallel experts) yet; "
+                                          "train them in fp32")
             cfg = self._config
             if self.fp16_enabled():
                 scaler = CreateLossScaler(torch.half, cfg.loss_scale, cfg.loss_scale == 0, cfg.dynamic_loss_scale_args)
@@ -276,6 +288,7 @@ class DeepSpeedEngine(torch.nn.Module):
             bucket_numel=cfg.reduce_bucket_size, predivide=float(cfg.gradient_predivide_factor or 1.0),
             prescale=bool(cfg.prescale_gradients), comm_dtype=cfg.communication_data_type,
             average=cfg.gradient_allreduce_op != "sum", accum_dtype=accum_dtype,
+            gradient_groups=getattr(self, "gradient_groups", ()),
         )
 
     def _configure_lr_scheduler(self):
