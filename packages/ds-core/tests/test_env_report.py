@@ -23,8 +23,11 @@ def test_report_lists_torch_accelerator_reason_and_plugins():
     assert f"torch version               : {torch.__version__}" in out
     assert "accelerator                 : cpu" in out
     assert "chosen because" in out
+    header = next(line for line in out.splitlines() if line.startswith("name ") and "priority" in line)
+    assert header.split() == ["name", "distribution", "version", "priority", "available"]
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     for name, p in _plugins.accelerators().items():
-        assert f"{name}" in out and p.distribution in out
+        assert rows[name][:4] == [name, p.distribution, p.version, str(p.load().priority)], rows[name]
     for name, p in _plugins.features().items():
         assert p.distribution in out
     for key in _plugins.op_builders():

@@ -36,6 +36,7 @@ from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
 
 class ACME_Accelerator(CPU_Accelerator):
     # An "ACME" device that runs on the host, so the test can use it for real.
+    DS_PLUGIN_API = "1.0"
     _name = "acme"
     _visible_devices_env = "ACME_VISIBLE_DEVICES"
     priority = 1000
@@ -48,6 +49,7 @@ from deepspeed.ops.op_builder import OpBuilder
 
 
 class AcmeScaleBuilder(OpBuilder):
+    DS_PLUGIN_API = "1.0"
     NAME = "acme_scale"
     BUILD_VAR = "DS_BUILD_ACME_SCALE"
 

@@ -6,6 +6,7 @@ from deepspeed.testing.conformance import AcceleratorConformance, PluginRegistra
 class TestCPUConformance(AcceleratorConformance):
     accelerator_name = "cpu"
     distribution = "ds-ops-cpu"
+    op_builders = ("cpu_adam", "cpu_adagrad", "cpu_lion")
 
 
 class TestCPURegistration(PluginRegistration):
@@ -13,3 +14,4 @@ class TestCPURegistration(PluginRegistration):
     distribution = "ds-ops-cpu"
     communication_backend = "gloo"
     visible_devices_env = "CUDA_VISIBLE_DEVICES"
+    sdk_modules = ()  # the host needs no SDK beyond torch

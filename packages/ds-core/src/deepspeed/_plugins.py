@@ -9,6 +9,11 @@ Three groups (DESIGN §3):
 Entry points are read once per group and cached. Loading a plugin imports its module (which must
 not import a vendor SDK or touch a device) and checks the plugin-API version the object declares
 in ``DS_PLUGIN_API`` against its group's version in :data:`PLUGIN_API_VERSIONS`.
+
+The version must be declared by the registered class itself (in its own class body; for a
+registered instance, such as a feature object, on the instance or in its class's own body): a
+value inherited from a base class says which contract the *base* was written for, so a plugin
+that subclasses core's or another plugin's class without declaring its own is refused.
 """
 
 from __future__ import annotations
@@ -84,13 +89,34 @@ def _core_version() -> str:
     return __version__
 
 
+def _own_api(obj: Any) -> tuple[bool, Any, str]:
+    """``(declared here, value, where it comes from)`` for the ``DS_PLUGIN_API`` of ``obj``."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    if not isinstance(obj, type) and "DS_PLUGIN_API" in getattr(obj, "__dict__", {}):
+        return True, obj.__dict__["DS_PLUGIN_API"], ""
+    if "DS_PLUGIN_API" in vars(cls):
+        return True, vars(cls)["DS_PLUGIN_API"], ""
+    for base in cls.__mro__[1:]:
+        if "DS_PLUGIN_API" in vars(base):
+            return False, vars(base)["DS_PLUGIN_API"], f"{base.__module__}.{base.__qualname__}"
+    return False, None, ""
+
+
 def check_api(obj: Any, plugin: Plugin) -> None:
-    """Refuse ``obj`` unless it declares a plugin API this core accepts."""
+    """Refuse ``obj`` unless it declares, itself, a plugin API this core accepts."""
     major, minor = PLUGIN_API_VERSIONS.get(plugin.group, PLUGIN_API_VERSION)
     accepted = f"{major}.0 to {major}.{minor}"
-    declared = getattr(obj, "DS_PLUGIN_API", None)
-    api = _parse_api(declared)
+    own, declared, inherited_from = _own_api(obj)
     where = f"plugin '{plugin.name}' ({plugin.group}) from {plugin.distribution} {plugin.version}"
+    if not own and inherited_from:
+        raise PluginError(
+            f"{where}: {plugin.value} does not declare its own plugin API version; it inherits "
+            f"DS_PLUGIN_API = {declared!r} from {inherited_from}, which states what that base class "
+            f"targets, not what {plugin.value} was written for. ds-core {_core_version()} accepts "
+            f"plugin API {accepted}. Fix: set DS_PLUGIN_API = \"{major}.{minor}\" in the class body of "
+            f"{plugin.value} once it keeps that contract, or upgrade {plugin.distribution}."
+        )
+    api = _parse_api(declared)
     if api is None:
         raise PluginError(
             f"{where} does not declare a plugin API version (DS_PLUGIN_API = {declared!r}); "

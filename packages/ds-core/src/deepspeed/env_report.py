@@ -53,13 +53,16 @@ def report(hide_operator_status: bool = False, hide_errors_and_warnings: bool = 
     for name, p in _plugins.accelerators().items():
         try:
             cls = p.load()
+            prio = str(cls.priority)
             avail = "yes" if cls.is_available() else f"no ({cls.unavailable_reason()})"
         except Exception as exc:  # report every plugin, even a broken one
-            avail = "error"
+            prio, avail = "-", "error"
             problems.append(str(exc))
-        acc_rows.append((name, p.distribution, p.version, avail))
-    out += ["", "Accelerator plugins (deepspeed.accelerators):"]
-    out += _table(acc_rows, ("name", "distribution", "version", "available")) if acc_rows else ["  none installed"]
+        acc_rows.append((name, p.distribution, p.version, prio, avail))
+    out += ["", "Accelerator plugins (deepspeed.accelerators; without DS_ACCELERATOR the available one with the "
+            "highest priority is chosen):"]
+    out += (_table(acc_rows, ("name", "distribution", "version", "priority", "available"))
+            if acc_rows else ["  none installed"])
 
     feat_rows = []
     for name, p in _plugins.features().items():

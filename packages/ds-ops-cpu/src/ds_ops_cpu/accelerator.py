@@ -7,6 +7,7 @@ from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator as _CoreCPU
 
 
 class CPU_Accelerator(_CoreCPU):
+    DS_PLUGIN_API = "1.0"  # the plugin API this class was written for (never inherited)
     # Note: above core's plain CPU fallback, below every device accelerator, so a machine with a
     # GPU plugin installed picks the GPU and a CPU-only machine picks this.
     priority = 0

@@ -106,15 +106,18 @@ class _CPUOptimizerBuilder(OpBuilder):
 
 
 class CPUAdamBuilder(_CPUOptimizerBuilder):
+    DS_PLUGIN_API = "1.0"  # the plugin API this class was written for (never inherited)
     NAME = "cpu_adam"
     BUILD_VAR = "DS_BUILD_CPU_ADAM"
 
 
 class CPUAdagradBuilder(_CPUOptimizerBuilder):
+    DS_PLUGIN_API = "1.0"  # the plugin API this class was written for (never inherited)
     NAME = "cpu_adagrad"
     BUILD_VAR = "DS_BUILD_CPU_ADAGRAD"
 
 
 class CPULionBuilder(_CPUOptimizerBuilder):
+    DS_PLUGIN_API = "1.0"  # the plugin API this class was written for (never inherited)
     NAME = "cpu_lion"
     BUILD_VAR = "DS_BUILD_CPU_LION"

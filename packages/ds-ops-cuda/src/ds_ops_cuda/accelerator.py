@@ -10,6 +10,7 @@ from deepspeed.accelerator.abstract_accelerator import DeepSpeedAccelerator
 
 
 class CUDA_Accelerator(DeepSpeedAccelerator):
+    DS_PLUGIN_API = "1.0"  # the plugin API this class was written for (never inherited)
     _name = "cuda"
     _device_type = "cuda"
     _communication_backend_name = "nccl"

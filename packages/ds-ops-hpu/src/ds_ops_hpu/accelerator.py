@@ -9,6 +9,7 @@ from deepspeed.accelerator.abstract_accelerator import DeepSpeedAccelerator
 
 
 class HPU_Accelerator(DeepSpeedAccelerator):
+    DS_PLUGIN_API = "1.0"  # the plugin API this class was written for (never inherited)
     _name = "hpu"
     _device_type = "hpu"
     _communication_backend_name = "hccl"

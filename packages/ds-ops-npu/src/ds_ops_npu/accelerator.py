@@ -10,6 +10,7 @@ from deepspeed.accelerator.abstract_accelerator import DeepSpeedAccelerator
 
 
 class NPU_Accelerator(DeepSpeedAccelerator):
+    DS_PLUGIN_API = "1.0"  # the plugin API this class was written for (never inherited)
     _name = "npu"
     _device_type = "npu"
     _communication_backend_name = "hccl"

@@ -9,6 +9,7 @@ from deepspeed.accelerator.abstract_accelerator import DeepSpeedAccelerator
 
 
 class XPU_Accelerator(DeepSpeedAccelerator):
+    DS_PLUGIN_API = "1.0"  # the plugin API this class was written for (never inherited)
     _name = "xpu"
     _device_type = "xpu"
     _communication_backend_name = "xccl"

@@ -1,5 +1,12 @@
 """Accelerator selection: explicit ``set_accelerator`` -> ``DS_ACCELERATOR`` -> the available plugin
-with the highest priority -> the plain CPU accelerator (no kernels)."""
+with the highest priority -> the plain CPU accelerator (no kernels).
+
+``priority`` is a class attribute of each accelerator (an int, higher wins among the available
+ones). This repository's plugins use: device accelerators 40-50 (cuda and rocm 50; xpu, hpu,
+npu 40), ds-ops-cpu's CPU accelerator 0, core's plain CPU fallback -100 (never a plugin; used
+only when no plugin is available). Two available plugins with the same highest priority are an
+error naming both: the choice is the user's (``DS_ACCELERATOR``), never alphabetical.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +47,10 @@ def _from_env(name: str) -> tuple[DeepSpeedAccelerator, str]:
     if name not in plugins:
         if name == "cpu":
             return CPU_Accelerator(), "DS_ACCELERATOR=cpu (core CPU accelerator; pip install ds-ops-cpu for CPU kernels)"
-        installed = ", ".join(["cpu (core)"] + [n for n in plugins if n != "cpu"])
+        names = [f"{n} ({p.distribution})" for n, p in plugins.items()]
+        if "cpu" not in plugins:
+            names.insert(0, "cpu (ds-core, no kernels)")
+        installed = ", ".join(names)
         hint = _plugins.provider_hint(_plugins.ACCELERATORS, name)
         fix = f"pip install {hint}" if hint else "check the spelling or install the vendor's ds-ops package"
         raise ValueError(
@@ -67,6 +77,16 @@ def _auto() -> tuple[DeepSpeedAccelerator, str]:
     if candidates:
         candidates.sort(key=lambda c: (-c[0], c[1]))
         _prio, name, plugin = candidates[0]
+        tied = [c for c in candidates if c[0] == _prio]
+        if len(tied) > 1:
+            listed = " and ".join(f"{n} ({p.distribution} {p.version})" for _p, n, p in tied)
+            choices = " or ".join(f"DS_ACCELERATOR={n}" for _p, n, _pl in tied)
+            raise RuntimeError(
+                f"{len(tied)} available accelerators share the highest priority {_prio}: {listed}; "
+                f"ds-core does not guess between them. Fix: set {choices} (or call "
+                f"deepspeed.accelerator.set_accelerator), or give one plugin its own priority "
+                f"(class attribute `priority`, higher wins)."
+            )
         others = [c[1] for c in candidates[1:]]
         why = f"highest-priority available plugin ({plugin.distribution} {plugin.version}, priority {_prio})"
         if others:

@@ -1,11 +1,29 @@
-"""Accelerator conformance kit.
+"""Accelerator conformance kit (needs pytest: ``pip install "ds-core[testing]"``).
 
-Subclass :class:`AcceleratorConformance` in a plugin's test suite and set ``accelerator_name``
-(the entry-point name) and ``distribution``; pytest collects every ``test_*`` method. The kit
-skips (with the plugin's own reason) when the accelerator is not available on the machine.
+Two ways to run it:
+
+* from the command line, on any installed accelerator::
+
+      python -m deepspeed.testing.conformance acme                 # at least one op builder
+      python -m deepspeed.testing.conformance acme --ops acme_adam  # these op builders, at least
+      python -m deepspeed.testing.conformance acme --no-ops         # declares it ships none
+
+  It exits 0 only when every check ran and passed: an accelerator that is not installed, not
+  available on this machine (its device checks cannot run), or without op builders (unless
+  ``--no-ops``) fails.
+* in a plugin's own test suite: subclass :class:`AcceleratorConformance` (and
+  :class:`PluginRegistration`) and set the class attributes; pytest collects every ``test_*``
+  method. There the device checks skip, with the plugin's own reason, where the accelerator is
+  not available, so the suite still passes on machines without the device.
+
+Every check fails when its subject is missing: an unset name, a plugin that is not installed,
+an accelerator with no op builders when it did not declare ``op_builders = ()``.
 """
 
 from __future__ import annotations
+
+import argparse
+import sys
 
 import torch
 
@@ -17,6 +35,9 @@ class AcceleratorConformance:
     accelerator_name: str = ""
     #: Distribution expected to provide the plugin; None for core's built-in CPU accelerator.
     distribution: str | None = None
+    #: Op names (``cpu_adam``) the accelerator must provide through ``deepspeed.op_builders``.
+    #: None: at least one; ``()``: the accelerator declares that it ships no op builders.
+    op_builders: tuple[str, ...] | None = None
 
     # ---- fixture-free helpers (work under pytest and plain unittest-style runners) ----
     def _cls(self) -> type[DeepSpeedAccelerator]:
@@ -36,6 +57,7 @@ class AcceleratorConformance:
 
     # ---- the checks ----
     def test_plugin_metadata(self):
+        assert self.accelerator_name, f"{type(self).__name__}.accelerator_name is not set"
         cls = self._cls()
         assert issubclass(cls, DeepSpeedAccelerator)
         assert cls._name == self.accelerator_name
@@ -133,7 +155,17 @@ class AcceleratorConformance:
         acc = self._acc()
         from deepspeed.ops.op_builder import OpBuilder
 
-        for key, plugin in _plugins.op_builders(acc._name).items():
+        registered = _plugins.op_builders(acc._name)
+        names = sorted(k.split(".", 1)[1] for k in registered)
+        if self.op_builders is None:
+            assert registered, (
+                f"accelerator '{acc._name}' has no op builders (no '{acc._name}.<op>' entry point in "
+                f"{_plugins.OP_BUILDERS}); register them, or declare op_builders = () (--no-ops) "
+                f"for an accelerator that ships none")
+        else:
+            missing = sorted(set(self.op_builders) - set(names))
+            assert not missing, f"accelerator '{acc._name}' lacks op builders {missing}; registered: {names}"
+        for key, plugin in registered.items():
             cls = plugin.load()
             assert issubclass(cls, OpBuilder), key
             builder = acc.create_op_builder(cls.NAME)
@@ -151,8 +183,9 @@ class PluginRegistration:
     distribution: str = ""
     communication_backend: str = ""
     visible_devices_env: str = ""
-    #: Vendor SDK modules that must stay unimported while the plugin is probed.
-    sdk_modules: tuple[str, ...] = ()
+    #: Vendor SDK modules that must stay unimported while the plugin is probed; must be set,
+    #: ``()`` for an accelerator whose SDK is torch itself.
+    sdk_modules: tuple[str, ...] | None = None
 
     def _plugin_cls(self) -> type[DeepSpeedAccelerator]:
         return _plugins.load(_plugins.ACCELERATORS, self.accelerator_name)
@@ -178,6 +211,9 @@ class PluginRegistration:
         import importlib.util
         import sys
 
+        assert self.sdk_modules is not None, (
+            f"{type(self).__name__}.sdk_modules is not set: name the vendor SDK modules, or () when "
+            f"the accelerator needs none beyond torch")
         cls = self._plugin_cls()
         assert isinstance(cls.is_available(), bool)
         assert cls.unavailable_reason()
@@ -258,6 +294,7 @@ class FeatureRegistration:
         import importlib
 
         provides = self._obj().provides
+        assert provides.modules, f"feature '{self.feature}' declares no modules in provides.modules"
         for module in provides.modules:
             importlib.import_module(module)
         for module, names in provides.utils.items():
@@ -278,3 +315,71 @@ class FeatureRegistration:
         assert produced <= set(provides.attributes), f"undeclared attributes: {sorted(produced - set(provides.attributes))}"
         for name in provides.attributes:
             assert hasattr(config, name)
+
+
+# ---- command line: python -m deepspeed.testing.conformance <accelerator> ----
+_CLI_TEST = """from deepspeed.testing.conformance import AcceleratorConformance
+
+
+class TestConformance(AcceleratorConformance):
+    accelerator_name = {name!r}
+    distribution = {distribution!r}
+    op_builders = {ops!r}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run :class:`AcceleratorConformance` on one installed accelerator; the exit code is 0 only
+    when every check ran and passed."""
+    import os
+    import pathlib
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m deepspeed.testing.conformance",
+                                 description="Run ds-core's accelerator conformance kit on an installed accelerator.")
+    ap.add_argument("accelerator", help="entry-point name in deepspeed.accelerators (cpu, cuda, acme...)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--ops", default=None, help="comma-separated op names it must provide (default: at least one)")
+    group.add_argument("--no-ops", action="store_true", help="the accelerator ships no op builders")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = ap.parse_args(argv)
+    try:
+        import pytest
+    except ImportError:
+        print("deepspeed.testing.conformance needs pytest. Fix: pip install \"ds-core[testing]\"", file=sys.stderr)
+        return 2
+    name = args.accelerator
+    if name in _plugins.accelerators():
+        plugin = _plugins.get(_plugins.ACCELERATORS, name)
+        distribution: str | None = plugin.distribution
+        try:
+            cls = plugin.load()
+        except _plugins.PluginError as exc:
+            print(f"conformance: {exc}", file=sys.stderr)
+            return 1
+    elif name == "cpu":
+        from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator as cls
+
+        distribution = None
+    else:
+        try:
+            _plugins.get(_plugins.ACCELERATORS, name)
+        except _plugins.PluginNotFoundError as exc:
+            print(f"conformance: {exc}", file=sys.stderr)
+        return 1
+    ops = () if args.no_ops else (tuple(o for o in args.ops.split(",") if o) if args.ops else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Note: a fresh module name per run, so a second run in one process never reuses the first.
+        test = pathlib.Path(tmp, f"test_conformance_{pathlib.Path(tmp).name.lstrip('tmp')}.py")
+        test.write_text(_CLI_TEST.format(name=name, distribution=distribution, ops=ops))
+        code = int(pytest.main([str(test), "-q", "-rs", "-p", "no:cacheprovider", "--import-mode=importlib", "--rootdir", tmp,
+                                "-c", os.devnull, *args.pytest_args]))
+    if code == 0 and not cls.is_available():
+        print(f"conformance: FAILED: {name} is not available on this machine ({cls.unavailable_reason()}), "
+              f"so its device checks were skipped. Run the kit where the device is present.", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
