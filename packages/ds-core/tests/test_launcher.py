@@ -43,8 +43,11 @@ SCRIPT = textwrap.dedent(
             with open(os.path.join(args.out, f"sig{rank}"), "w") as f:
                 f.write(str(signum))
             sys.exit(0)
-        signal.signal(signal.SIGINT, on_int)
-        open(os.path.join(args.out, f"ready{rank}"), "w").close()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, on_int)
+        with open(os.path.join(args.out, f"ready{rank}.tmp"), "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(os.path.join(args.out, f"ready{rank}.tmp"), os.path.join(args.out, f"ready{rank}"))
         time.sleep(120)
     env["local_rank_arg"] = args.local_rank
     with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:
@@ -107,7 +110,24 @@ def test_rank_failure_stops_others_with_its_code(script, tmp_path):
     assert "rank 1" in proc.stdout and "exited with code 3" in proc.stdout
 
 
-def test_sigint_reaches_every_rank(script, tmp_path):
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_reaches_every_rank(script, tmp_path, sig):
+    """SIGINT (Ctrl-C), SIGTERM (a scheduler) and SIGHUP (a closed terminal or ssh session) sent to
+    the ``deepspeed`` command alone reach every rank; the command exits 128+signal and no rank
+    outlives it. (Before the fix SIGHUP killed the command and left both ranks running.)"""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = RUNNER + ["-H", str(tmp_path / "none"), "--master_port", str(_free_port()), "--num_gpus", "2",
                     str(script), "--mode", "sleep", "--out", str(tmp_path)]
@@ -118,14 +138,40 @@ def test_sigint_reaches_every_rank(script, tmp_path):
             assert time.monotonic() < deadline, "ranks did not start"
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        pids = [int((tmp_path / f"ready{r}").read_text()) for r in range(2)]
+        proc.send_signal(sig)
         code = proc.wait(timeout=30)
+        out = proc.stdout.read().decode()
     finally:
         if proc.poll() is None:
             proc.kill()
     for r in range(2):
-        assert (tmp_path / f"sig{r}").read_text() == str(int(signal.SIGINT))
-    assert code == 128 + signal.SIGINT
+        assert (tmp_path / f"sig{r}").read_text() == str(int(sig))
+    assert code == 128 + sig
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "a rank outlived the launcher"
+    # each rank's own pid is logged (not the launcher's twice)
+    for p in pids:
+        assert f"process {p} spawned with command" in out, out
+
+
+def test_launcher_error_is_one_line(script, tmp_path):
+    """An error of the launcher itself is one line on stderr, exit code 1; the traceback only with
+    DS_LAUNCHER_DEBUG=1."""
+    env = dict(os.environ, DS_ACCELERATOR="no_such_accelerator")
+    env.pop("DS_LAUNCHER_DEBUG", None)
+    cmd = RUNNER + ["-H", str(tmp_path / "none"), "--num_gpus", "2", str(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("deepspeed: error: DS_ACCELERATOR=no_such_accelerator: no accelerator named")
+    assert lines[0].endswith("(set DS_LAUNCHER_DEBUG=1 for the traceback)")
+    debug = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(env, DS_LAUNCHER_DEBUG="1"),
+                           cwd=tmp_path)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
 
 
 def test_each_rank_log(script, tmp_path):

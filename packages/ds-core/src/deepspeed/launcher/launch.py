@@ -7,7 +7,13 @@ It starts one process per local slot with ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE
 
 * a rank that exits non-zero makes the launcher stop every other rank (SIGTERM, then SIGKILL
   after a grace period) and exit with that rank's code (128+signal for a rank killed by a signal);
-* SIGINT/SIGTERM sent to the launcher (Ctrl-C) is forwarded to every rank.
+* SIGINT, SIGTERM and SIGHUP sent to the launcher (Ctrl-C, a scheduler, a closed terminal or ssh
+  session) are forwarded to every rank, which are stopped (SIGKILL after the grace period); the
+  launcher then exits with 128+signal, leaving no rank behind.
+
+An error of the launcher itself (a bad argument, an accelerator that cannot be found) is printed as
+one line, ``deepspeed.launcher.launch: error: ...``, exit code 1; ``DS_LAUNCHER_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -161,7 +167,6 @@ def _start_ranks(args, ranks: _RankSet, world_info) -> None:
     specs = _rank_envs(args, world_info)
     for global_rank, local_rank, env in specs:
         cmd = _rank_command(args, local_rank, len(specs), env)
-        logger.info("process %d spawned with command: %s", os.getpid(), cmd)
         kwargs = {}
         if log_dir:
             fd = open(os.path.join(log_dir, f"{stamp}_rank{global_rank}.log"), "w")
@@ -172,6 +177,7 @@ def _start_ranks(args, ranks: _RankSet, world_info) -> None:
         except OSError as exc:
             ranks.stop()
             raise RuntimeError(f"could not start rank {global_rank} with {cmd}: {exc}") from exc
+        logger.info("process %d spawned with command: %s", proc.pid, cmd)
         ranks.procs.append((global_rank, proc))
 
 
@@ -195,7 +201,31 @@ def _watch(ranks: _RankSet) -> int:
         time.sleep(_POLL_SECONDS)
 
 
+#: Set to 1 to see the traceback of a launcher error instead of its one-line message.
+DEBUG_ENV = "DS_LAUNCHER_DEBUG"
+
+#: What the launchers forward to their children.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def report_errors(prog: str, body, args=None):
+    """Run ``body(args)``; a launcher error becomes one line on stderr and exit code 1 (the
+    traceback only with ``DS_LAUNCHER_DEBUG=1``)."""
+    try:
+        return body(args)
+    except (ValueError, RuntimeError, NotImplementedError, OSError, ImportError) as exc:
+        if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            raise
+        text = " ".join(str(exc).split("\n")).strip() or type(exc).__name__
+        print(f"{prog}: error: {text} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
 def main(args=None):
+    report_errors("deepspeed.launcher.launch", _main, args)
+
+
+def _main(args=None):
     args = parse_args(args)
     if args.enable_elastic_training:
         raise NotImplementedError(
@@ -215,8 +245,8 @@ def main(args=None):
         ranks.stop(first_signal=signum)
         sys.exit(128 + signum)
 
-    signal.signal(signal.SIGINT, _forward)
-    signal.signal(signal.SIGTERM, _forward)
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, _forward)
     _start_ranks(args, ranks, world_info)
     sys.exit(_watch(ranks))
 

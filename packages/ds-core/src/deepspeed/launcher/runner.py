@@ -8,7 +8,9 @@ the ``NCCL*/PYTHON*/UCX*/MV2*/MLFLOW*`` variables, the accelerator's export pref
 lines of ``~/.deepspeed_env`` and ``./.deepspeed_env`` (``DS_ENV_FILE`` renames it) exported.
 
 The exit code is the job's: if a rank fails, the others are stopped and that rank's code is
-returned. SIGINT/SIGTERM (Ctrl-C) reach every rank.
+returned. SIGINT, SIGTERM and SIGHUP (Ctrl-C, a scheduler, a closed terminal or ssh session)
+reach every rank, and the command exits non-zero (128+signal). A launcher error is one line on
+stderr (``deepspeed: error: ...``, exit code 1); ``DS_LAUNCHER_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from deepspeed.launcher.hostfile import (  # noqa: F401  (DeepSpeed's import pat
     parse_inclusion_exclusion,
     parse_resource_filter,
 )
+from deepspeed.launcher.launch import FORWARDED_SIGNALS, report_errors
 from deepspeed.launcher.multinode_runner import (
     IMPIRunner,
     MPICHRunner,
@@ -211,15 +214,19 @@ def _run(cmd, env, kill_cmd=None) -> int:
     logger.info("cmd = %s", " ".join(shlex.quote(c) for c in cmd))
     proc = subprocess.Popen(cmd, env=env)
 
+    received: list[int] = []
+
     def _forward(signum, _frame):
         # Note: Ctrl-C in a terminal already signals the whole foreground group; forwarding
-        # also covers a SIGTERM sent to this process alone (a scheduler, a parent script).
+        # also covers a SIGTERM/SIGHUP sent to this process alone (a scheduler, a parent script,
+        # a closed ssh session: the ranks run in their own sessions and would not see it).
+        received.append(signum)
         if proc.poll() is None:
             proc.send_signal(signum)
         if kill_cmd is not None:
             subprocess.call(kill_cmd, env=env)
 
-    old = {s: signal.signal(s, _forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, _forward) for s in FORWARDED_SIGNALS}
     try:
         while True:
             try:
@@ -230,10 +237,15 @@ def _run(cmd, env, kill_cmd=None) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    return 128 - code if code < 0 else code
+    code = 128 - code if code < 0 else code
+    return 128 + received[0] if received and code == 0 else code
 
 
 def main(args=None):
+    report_errors("deepspeed", _main, args)
+
+
+def _main(args=None):
     args = parse_args(args)
     if args.elastic_training or args.min_elastic_nodes > 0 or args.max_elastic_nodes > 0:
         raise NotImplementedError("elastic training (--elastic_training) is not supported by this launcher; "
