@@ -17,7 +17,7 @@ __all__ = [
     "safe_get_full_fp32_param", "safe_set_full_fp32_param", "safe_get_full_grad", "safe_set_full_grad",
     "safe_get_full_optimizer_state", "safe_set_full_optimizer_state", "safe_get_local_fp32_param",
     "safe_set_local_fp32_param", "safe_get_local_grad", "safe_set_local_grad", "safe_get_local_optimizer_state",
-    "safe_set_local_optimizer_state",
+    "safe_set_local_optimizer_state", "safe_update_full_grad_vectorized",
 ]
 
 
@@ -90,3 +90,21 @@ def safe_get_local_optimizer_state(param, optim_state_key):
 
 def safe_set_local_optimizer_state(param, value, optim_state_key):
     _need(param, "safe_set_local_optimizer_state").set_local_fragment(param, value, Fragment.OPTIMIZER_STATE, optim_state_key)
+
+
+def safe_update_full_grad_vectorized(param_list, update_func) -> None:
+    """Replace the full gradient of each parameter in ``param_list`` with
+    ``update_func(full_grad, param)`` (DeepSpeed's helper, e.g. to scale or mask gradients between
+    backward and step). A parameter whose ``.grad`` is set (not partitioned) is updated in place;
+    a ZeRO-managed one through its optimizer, which makes this a collective at stage 3 (every
+    rank calls it with the same list). ``update_func`` should return the gradient-accumulation
+    dtype; parameters without a gradient are skipped."""
+    for param in param_list:
+        if param.grad is not None:
+            param.grad.copy_(update_func(param.grad, param))
+            continue
+        if not param.requires_grad or _optimizer(param) is None:
+            continue
+        full = safe_get_full_grad(param)
+        if full is not None:
+            safe_set_full_grad(param, update_func(full, param))

@@ -8,6 +8,7 @@ so ``Init`` looks it up in this module's globals when it is entered).
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from typing import Callable
 
@@ -270,5 +271,30 @@ class GatheredParameters:
         return False
 
 
-__all__ = ["GatheredParameters", "Init", "ZeroParamStatus", "ZeroParamType", "register_external_parameter",
+class MultipleAllGatherHandles:
+    """Several pending all-gathers waited on as one (DeepSpeed's class): ``wait()`` waits on each
+    handle in order. Handles are DeepSpeed's (``wait(handle_dependency=...)``) or torch's work
+    objects from ``deepspeed.comm`` collectives with ``async_op=True`` (``wait()``)."""
+
+    def __init__(self, handles):
+        self.handles = list(handles)
+
+    def wait(self, handle_dependency: bool = True) -> None:
+        for handle in self.handles:
+            if _takes_keyword(handle.wait, "handle_dependency"):
+                handle.wait(handle_dependency=handle_dependency)
+            else:  # a torch Work object
+                handle.wait()
+
+
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins (torch's Work.wait) have no signature
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+__all__ = ["GatheredParameters", "Init", "MultipleAllGatherHandles", "ZeroParamStatus", "ZeroParamType",
+           "register_external_parameter",
            "unregister_external_parameter", "zero_wrapper_for_fp_tensor_constructor", "is_zero_param"]
