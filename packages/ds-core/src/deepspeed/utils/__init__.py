@@ -2,6 +2,7 @@
 ``tensor_fragment`` and ``z3_leaf_module`` come from ds-zero)."""
 
 import importlib
+import importlib.util
 import pkgutil
 
 __path__ = pkgutil.extend_path(__path__, __name__)
@@ -28,6 +29,10 @@ def __getattr__(name):
         value = getattr(module, name)
         globals()[name] = value
         return value
+    # Note: submodules (deepspeed.utils.zero_to_fp32 from ds-zero, ...) as attributes after a bare
+    # `import deepspeed`, as DeepSpeed's eager imports make them (deepspeed.runtime does the same).
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'deepspeed.utils' has no attribute '{name}'")
 
 
