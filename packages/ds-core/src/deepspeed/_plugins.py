@@ -1,6 +1,6 @@
 """The plugin registry: the only module that reads entry points.
 
-Three groups (DESIGN §3):
+Three groups (docs/architecture.md, "Plugins"):
 
 * ``deepspeed.accelerators``: ``<name>`` -> an accelerator class (ops packages);
 * ``deepspeed.op_builders``: ``<accelerator>.<op>`` -> an op-builder class (ops packages);

@@ -1,4 +1,4 @@
-"""``DeepSpeedEngine``: the training engine (DESIGN §5).
+"""``DeepSpeedEngine``: the training engine (docs/architecture.md, "Features and the engine").
 
 The engine owns the training loop's bookkeeping (gradient accumulation, LR schedules, counters,
 checkpoints, progress logs) and talks to exactly one
