@@ -15,6 +15,7 @@ goes through it, so every loader behaves the same:
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from typing import Any
@@ -26,6 +27,10 @@ from deepspeed.utils.logging import logger
 #: How to allow arbitrary unpickling, per loader (named in the refusal message).
 UNSAFE_HINT = ("if you trust this file, load it with unsafe_load=True (engine: ds_config "
                "checkpoint.unsafe_load=true; zero_to_fp32: --unsafe_load)")
+
+
+#: Read failures that are about the machine (permissions, I/O), not the file's contents.
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.EISDIR, errno.EMFILE, errno.ENOMEM}
 
 
 class CheckpointError(ValueError):
@@ -65,7 +70,7 @@ def safe_load(path: str, map_location: Any = "cpu", *, unsafe: bool = False, exp
                 f"unpickling them could run code ({reason}); {UNSAFE_HINT}") from None
         raise CheckpointError(f"cannot read checkpoint file {path}: it is corrupt ({text or type(exc).__name__})") from None
     except (EOFError, RuntimeError, KeyError, ValueError, OSError, IndexError, AttributeError, TypeError) as exc:
-        if isinstance(exc, OSError) and not isinstance(exc, (EOFError,)) and exc.errno is not None:
+        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
             raise type(exc)(exc.errno, f"cannot read checkpoint file {path}: {exc.strerror}", path) from None
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint file {path}: it is truncated or corrupt ({detail}); "
