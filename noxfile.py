@@ -206,3 +206,12 @@ def bench_zero(session: nox.Session) -> None:
     _install(session, sorted(set(_requires("ds-zero")) | set(_requires("ds-ops-cpu"))))
     ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
     session.run("python", "bench/zero.py", "--reference-python", ref, *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_moe(session: nox.Session) -> None:
+    """MoE layer forward+backward tokens/s and activation memory, capacity and dropless (skewed)
+    routing, ours vs deepspeed==0.19.8 (its own venv), alternating runs; writes bench/results/moe.json."""
+    _install(session, _requires("ds-moe"))
+    ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
+    session.run("python", "bench/moe.py", "--reference-python", ref, *session.posargs)
