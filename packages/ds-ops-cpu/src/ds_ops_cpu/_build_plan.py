@@ -1,4 +1,4 @@
-"""What each CPU optimizer op compiles: translation units, per-ISA flags, and the source hash.
+"""What each CPU op (optimizers, quantizers) compiles: translation units, per-ISA flags, and the source hash.
 
 Standard library only: the wheel build hook (``hatch_build.py``) loads this file by path before
 anything else is installed, and the op builders import it at run time, so both compile the same
@@ -50,6 +50,9 @@ OPS = (
     Op("cpu_adam", "DS_BUILD_CPU_ADAM", "adam"),
     Op("cpu_adagrad", "DS_BUILD_CPU_ADAGRAD", "adagrad"),
     Op("cpu_lion", "DS_BUILD_CPU_LION", "lion"),
+    # DeepSpeed's build variables for its quantizer ops
+    Op("quantizer", "DS_BUILD_QUANTIZER", "quantizer"),
+    Op("fp_quantizer", "DS_BUILD_FP_QUANTIZER", "fp_quantizer"),
 )
 BY_NAME = {op.name: op for op in OPS}
 
