@@ -123,26 +123,30 @@ def _shard_files(engine, ckpt_dir: str, mp_rank: int) -> list[str]:
     if not files:
         raise ValueError(f"load_checkpoint: no zero_pp_rank_*{suffix} in {ckpt_dir}; "
                          "the checkpoint was not saved with ZeRO (load it with load_optimizer_states=False).")
-    ranks = [_rank_of(f) for f in files]
-    count = expected if expected is not None else max(ranks) + 1
-    missing = sorted(set(range(count)) - set(ranks))
+    _check_missing(files, expected if expected is not None else max(_rank_of(f) for f in files) + 1, ckpt_dir, suffix)
+    return files
+
+
+def _check_missing(files: list[str], count: int, ckpt_dir: str, suffix: str) -> None:
+    missing = sorted(set(range(count)) - {_rank_of(f) for f in files})
     if missing:
         names = ", ".join(os.path.join(ckpt_dir, f"zero_pp_rank_{r}{suffix}") for r in missing)
         raise FileNotFoundError(f"load_checkpoint: the ZeRO checkpoint {ckpt_dir} was saved by {count} data-parallel "
                                 f"rank(s) but these shard files are missing: {names}; every rank's shard is needed "
                                 "(load another tag, or save it again)")
-    return files
 
 
-def _check_shards(shards: list[dict], files: list[str]) -> None:
+def _check_shards(shards: list[dict], files: list[str], ckpt_dir: str, suffix: str) -> None:
     """The shards were saved by as many ranks as there are files, each by the rank its name says."""
     for f, sd in zip(files, shards):
         count = sd.get("partition_count")
         count = count[0] if isinstance(count, (list, tuple)) else count
+        if count is not None and int(count) > len(files):
+            _check_missing(files, int(count), ckpt_dir, suffix)
         if count is not None and int(count) != len(files):
             raise ValueError(f"load_checkpoint: {f} was saved by a job of {int(count)} data-parallel rank(s), but "
                              f"{len(files)} shard file(s) are in {os.path.dirname(f)}; the folder mixes checkpoints "
-                             "of different world sizes (or a shard is missing)")
+                             "of different world sizes")
         saved_rank = sd.get("dp_rank")
         if saved_rank is not None and int(saved_rank) != _rank_of(f):
             raise ValueError(f"load_checkpoint: {f} holds the shard of rank {int(saved_rank)}, not of rank "
@@ -159,7 +163,7 @@ def load_files(engine, load_dir: str, tag: str, load_optimizer_states: bool = Tr
     ckpt_dir = os.path.join(load_dir, tag)
     files = _shard_files(engine, ckpt_dir, mp_rank)
     shards = [engine.checkpoint_engine.load(f, map_location="cpu")["optimizer_state_dict"] for f in files]
-    _check_shards(shards, files)
+    _check_shards(shards, files, ckpt_dir, f"_mp_rank_{mp_rank:02d}_optim_states.pt")
     zcfg = engine.ds_config.zero_config
     opt.load_state_dict(shards, load_optimizer_states=load_optimizer_states,
                         load_from_fp32_weights=force_fp32_weights or bool(getattr(zcfg, "load_from_fp32_weights", True)),
