@@ -72,6 +72,12 @@ def _ep2_body():
         experts = {2 * ep_rank + j: [p.grad.clone() for p in e.parameters()]
                    for j, e in enumerate(moe.deepspeed_moe.experts.deepspeed_experts)}
         out[name] = (y.detach(), l_aux.detach(), counts, moe.deepspeed_moe.gate.wg.weight.grad.clone(), experts)
+    from deepspeed.moe.layer import MoE
+
+    try:
+        MoE(8, torch.nn.Linear(8, 8), num_experts=3, ep_size=3).set_deepspeed_parallelism()
+    except ValueError as e:
+        out["ep_size=3 error"] = str(e)
     return out
 
 
@@ -110,3 +116,9 @@ def test_ep2_equals_ep1(ep2_results, name):
         for e, grads in ep2_results[rank][name][4].items():
             for i, (g, w) in enumerate(zip(grads, expert_sum[e])):
                 _close(g, w, f"{name} expert {e} param {i}")
+
+
+def test_ep_size_not_dividing_the_world_is_refused(ep2_results):
+    assert ep2_results[0]["ep_size=3 error"] == (
+        "MoE: ep_size=3 does not fit this job: data parallel size 2 is not divisible by the expert parallel size 3; "
+        "pick an ep_size that divides it")
