@@ -1,5 +1,5 @@
 """MoE through ``deepspeed.initialize``: expert-parallel training equals ep_size 1, a 4-rank
-(ep 2 x dp 2) run trains and its checkpoint reloads at ep_size 1 with the same outputs.
+(ep 2 x dp 2) run trains and its checkpoint reloads at ep_size 1 and 4 with the same outputs.
 
 Parity tolerance: 1e-6 relative on losses and weights after 6 SGD-momentum steps with clipping (fp32;
 the two runs differ only in where experts run and in the order of a few sums; SGD, not Adam, whose
@@ -112,16 +112,22 @@ def _four_rank_body(save_dir):
     from deepspeed.utils import groups
 
     layout = (groups._get_expert_parallel_group_ranks("ep_size_2"), groups._get_expert_data_parallel_group_ranks("ep_size_2"))
+    dist.barrier()
+    engine4, *_ = deepspeed.initialize(model=TinyMoETransformer(4), config=CFG)  # one expert per rank
+    engine4.load_checkpoint(save_dir, tag="t", load_optimizer_states=False)
+    engine4.eval()
+    with torch.no_grad():
+        logits4, _ = engine4(_batch(99, 0)[0])
     refused = None
     try:
         deepspeed.initialize(model=TinyMoETransformer(2), config={**CFG, "zero_optimization": {"stage": 2},
                                                                      "zero_allow_untested_optimizer": True})
     except NotImplementedError as e:
         refused = str(e)
-    return losses, logits, layout, refused, dist.get_rank()
+    return losses, logits, layout, refused, logits4
 
 
-def test_four_ranks_ep2_dp2_train_and_reload_at_ep1(tmp_path):
+def test_four_ranks_ep2_dp2_train_and_reload_at_ep1_and_ep4(tmp_path):
     import deepspeed
 
     results = run_distributed(_four_rank_body, world_size=4, args=(str(tmp_path),), timeout=240)
@@ -131,6 +137,8 @@ def test_four_ranks_ep2_dp2_train_and_reload_at_ep1(tmp_path):
     files = sorted(f for f in os.listdir(tmp_path / "t") if f.startswith("layer_"))
     assert files == [f"layer_0_expert_{e}_mp_rank_00_model_states.pt" for e in range(4)]
     assert "does not reduce gradient groups" in results[0][3]  # ZeRO-2 with ep_size 2 is refused, not wrong
+    for rank in range(4):  # reloaded at ep_size 4 (one expert per rank): the same outputs
+        assert _rel(results[rank][4], results[rank][1]) < 1e-5
     engine, *_ = deepspeed.initialize(model=TinyMoETransformer(1), config=CFG)
     engine.load_checkpoint(str(tmp_path), tag="t", load_optimizer_states=False)
     engine.eval()
