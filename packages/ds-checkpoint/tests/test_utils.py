@@ -44,3 +44,7 @@ def test_engine_state_dict_clone_and_file_names(tmp_path):
     assert os.path.isfile(get_model_ckpt_name_for_rank(folder, "00"))
     assert get_zero_ckpt_name_for_rank(folder, 1, 0) == os.path.join(folder, "zero_pp_rank_1_mp_rank_00_optim_states.pt")
     assert get_layer_ckpt_name_for_rank(folder, "layer_03", 1) == os.path.join(folder, "layer_03-model_01_model_states.pt")
+    # the bf16 engine's optimizer file, spelled with DeepSpeed's constants
+    from deepspeed.checkpoint.constants import BF16_ZERO_FILE_PREFIX, MODEL_FILE_PREFIX, OPTIM_FILE_SUFFIX
+
+    assert os.path.isfile(os.path.join(folder, f"{BF16_ZERO_FILE_PREFIX}0_{MODEL_FILE_PREFIX}00{OPTIM_FILE_SUFFIX}"))

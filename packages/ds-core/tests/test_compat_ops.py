@@ -140,17 +140,17 @@ def test_git_version_info():
     assert git_hash == expected or git_hash == "[none]"
 
 
-VENDOR_MODULES = [("cuda_accelerator", "CUDA_Accelerator", "ds_ops_cuda", "cuda", "nccl"),
-                  ("xpu_accelerator", "XPU_Accelerator", "ds_ops_xpu", "xpu", "xccl"),
-                  ("npu_accelerator", "NPU_Accelerator", "ds_ops_npu", "npu", "hccl"),
-                  ("hpu_accelerator", "HPU_Accelerator", "ds_ops_hpu", "hpu", "hccl")]
+VENDOR_MODULES = [("deepspeed.accelerator.cuda_accelerator", "CUDA_Accelerator", "ds_ops_cuda", "cuda", "nccl"),
+                  ("deepspeed.accelerator.xpu_accelerator", "XPU_Accelerator", "ds_ops_xpu", "xpu", "xccl"),
+                  ("deepspeed.accelerator.npu_accelerator", "NPU_Accelerator", "ds_ops_npu", "npu", "hccl"),
+                  ("deepspeed.accelerator.hpu_accelerator", "HPU_Accelerator", "ds_ops_hpu", "hpu", "hccl")]
 
 
 @pytest.mark.parametrize("module, cls_name, package, name, backend", VENDOR_MODULES)
 def test_vendor_accelerator_modules_reexport_the_ops_package(module, cls_name, package, name, backend):
     if not _has(package):
         pytest.skip(f"needs {package}")
-    mod = importlib.import_module(f"deepspeed.accelerator.{module}")
+    mod = importlib.import_module(module)
     cls = getattr(mod, cls_name)
     assert cls.__module__ == f"{package}.accelerator" and issubclass(cls, DeepSpeedAccelerator)
     acc = cls()  # constructing one never needs the device (the plugin rule)
@@ -167,3 +167,20 @@ def test_vendor_accelerator_module_without_its_package(monkeypatch, module, cls_
                                           f"package registers the .* accelerator .*Fix: pip install {dist}"):
         importlib.import_module(f"deepspeed.accelerator.{module}")
     monkeypatch.delitem(sys.modules, f"deepspeed.accelerator.{module}", raising=False)
+
+
+def test_each_builder_loads_or_names_the_fix():
+    from deepspeed.ops.op_builder import (AsyncIOBuilder, FusedLambBuilder, FusedLionBuilder, GDSBuilder,
+                                          InferenceBuilder, QuantizerBuilder)
+    from deepspeed.ops.op_builder._compat_names import MissingOpBuilder
+
+    for cls in (AsyncIOBuilder, FusedLambBuilder, FusedLionBuilder, GDSBuilder, InferenceBuilder, QuantizerBuilder):
+        builder = cls()
+        assert isinstance(builder, cls) and isinstance(builder, OpBuilder) and builder.NAME == cls.NAME
+        if isinstance(builder, MissingOpBuilder):  # no installed ops package has it for this accelerator
+            assert builder.is_compatible() is False
+            with pytest.raises(RuntimeError, match=f"{cls.__name__}\\(\\)\\.load\\(\\): no installed ops package provides "
+                                                   f"the '{cls.NAME}' op .*Fix: "):
+                builder.load()
+        else:  # an ops package registers it: it builds or says why not
+            assert isinstance(builder.is_compatible(), bool)

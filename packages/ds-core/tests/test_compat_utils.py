@@ -166,7 +166,10 @@ def _summary_body():
 
 
 def test_get_operation_summary_on_real_ranks():
+    from deepspeed.utils.comms_logging import CommsLogger
     from deepspeed.utils.timer import trim_mean
+
+    assert isinstance(dist.comms_logger, CommsLogger) and callable(CommsLogger.get_operation_summary)
 
     for summary, missing, raw in run_distributed(_summary_body, world_size=2):
         assert missing is None

@@ -1,0 +1,180 @@
+"""DeepSpeed's submodule import paths of ds-core's public classes, each imported the way DeepSpeed
+code writes it and used once (the compatibility table in the README requires a test per provided
+module). Optimizer steps are compared with torch's or the reference implementations (1e-6
+relative, fp32)."""
+
+import importlib.util
+import math
+import sys
+import types
+
+import pytest
+import torch
+
+import deepspeed.comm as dist
+from deepspeed.testing.distributed import run_distributed
+
+
+def _params(seed=0, n=2):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(5, 3, generator=g)) for _ in range(n)]
+
+
+def _step_both(ours_cls, ours_kwargs, ref_cls, ref_kwargs, steps=3):
+    a, b = _params(), _params()
+    ours, ref = ours_cls(a, **ours_kwargs), ref_cls(b, **ref_kwargs)
+    for s in range(steps):
+        g = torch.Generator().manual_seed(100 + s)
+        for pa, pb in zip(a, b):
+            grad = torch.randn(pa.shape, generator=g)
+            pa.grad, pb.grad = grad.clone(), grad.clone()
+        ours.step()
+        ref.step()
+    return max(float(((pa - pb).abs().max() / pb.abs().max())) for pa, pb in zip(a, b))
+
+
+# ------------------------------------------------------------------ deepspeed.ops.*
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_cpu_optimizer_modules():
+    from deepspeed.ops.adagrad.cpu_adagrad import DeepSpeedCPUAdagrad
+    from deepspeed.ops.adam.cpu_adam import DeepSpeedCPUAdam
+    from deepspeed.ops.lion.cpu_lion import DeepSpeedCPULion
+    from deepspeed.testing.reference import ReferenceLion
+
+    assert _step_both(DeepSpeedCPUAdam, {"lr": 1e-2, "weight_decay": 0.1}, torch.optim.AdamW,
+                      {"lr": 1e-2, "weight_decay": 0.1}) < 1e-6
+    assert _step_both(DeepSpeedCPUAdagrad, {"lr": 1e-1}, torch.optim.Adagrad, {"lr": 1e-1}) < 1e-6
+    assert _step_both(DeepSpeedCPULion, {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.1}, ReferenceLion,
+                      {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.1}) < 1e-6
+
+
+def test_fused_optimizer_modules():
+    from deepspeed.ops.adam.fused_adam import FusedAdam
+    from deepspeed.ops.lion.fused_lion import FusedLion
+    from deepspeed.testing.reference import ReferenceLion
+
+    assert _step_both(FusedAdam, {"lr": 1e-2, "adam_w_mode": True, "weight_decay": 0.1}, torch.optim.AdamW,
+                      {"lr": 1e-2, "weight_decay": 0.1}) < 1e-6
+    assert _step_both(FusedLion, {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.0}, ReferenceLion,
+                      {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.0}) < 1e-6
+
+
+def test_fused_lamb_module_matches_the_formula():
+    import deepspeed.ops.lamb as lamb_pkg
+    from deepspeed.ops.lamb.fused_lamb import FusedLamb
+
+    assert lamb_pkg.FusedLamb is FusedLamb
+    (p,) = _params(n=1)
+    ref = p.detach().clone()
+    opt = FusedLamb([p], lr=1e-2, weight_decay=0.01)
+    grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(3))
+    p.grad = grad.clone()
+    opt.step()
+    # LAMB, first step: m = 0.1 g, v = 0.001 g^2, bias-corrected step lr * sqrt(1 - b2) / (1 - b1)
+    m, v = 0.1 * grad, 0.001 * grad * grad
+    u = m / (v.sqrt() + 1e-8) + 0.01 * ref
+    trust = min(max(ref.norm().item() / u.norm().item(), 0.01), 10.0)
+    expected = ref - 1e-2 * math.sqrt(1 - 0.999) / (1 - 0.9) * trust * u
+    assert torch.allclose(p.detach(), expected, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------ deepspeed.runtime.*
+def test_runtime_modules_of_the_engine():
+    import deepspeed
+    import deepspeed.runtime.fp16 as fp16_pkg
+    import deepspeed.runtime.fp16.loss_scaler  # noqa: F401  (DeepSpeed imports the submodule by path)
+    from deepspeed.runtime.activation_checkpointing.config import DeepSpeedActivationCheckpointingConfig
+    from deepspeed.runtime.base_optimizer import DeepSpeedOptimizer
+    from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointEngine
+    from deepspeed.runtime.dataloader import DeepSpeedDataLoader
+    from deepspeed.runtime.precision_config import DeepSpeedFP16Config, get_float16_config
+
+    assert fp16_pkg.loss_scaler.DynamicLossScaler(init_scale=8).loss_scale == 8
+    ac = DeepSpeedActivationCheckpointingConfig(partition_activations=True, number_checkpoints=2)
+    assert ac.partition_activations and ac.number_checkpoints == 2
+    fp16 = get_float16_config({"fp16": {"enabled": True, "initial_scale_power": 5}})
+    assert isinstance(fp16, DeepSpeedFP16Config) and fp16.enabled and fp16.initial_scale_power == 5
+
+    model = torch.nn.Linear(3, 1)
+    data = torch.utils.data.TensorDataset(torch.arange(12.0).reshape(4, 3), torch.zeros(4, 1))
+    engine, opt, loader, _ = deepspeed.initialize(model=model, training_data=data, config={
+        "train_batch_size": 2, "fp16": {"enabled": True}, "optimizer": {"type": "Adam", "params": {"lr": 1e-3}}})
+    assert isinstance(opt, DeepSpeedOptimizer)
+    assert isinstance(engine.checkpoint_engine, CheckpointEngine)
+    assert isinstance(loader, DeepSpeedDataLoader) and len(loader) == 2
+    assert sorted(int(v) for x, _ in loader for v in x[:, 0]) == [0, 3, 6, 9]  # every sample once per epoch
+    mine = DeepSpeedDataLoader(data, batch_size=2, data_parallel_world_size=2, data_parallel_rank=1)
+    assert len(mine) == 1 and next(iter(mine))[0].shape == (2, 3)
+
+
+# ------------------------------------------------------------------ deepspeed.profiling.*
+def test_profiling_modules():
+    import deepspeed.profiling
+    from deepspeed.profiling.config import DeepSpeedFlopsProfilerConfig
+    from deepspeed.profiling.flops_profiler.profiler import FlopsProfiler
+
+    assert deepspeed.profiling.flops_profiler.FlopsProfiler is FlopsProfiler
+    cfg = DeepSpeedFlopsProfilerConfig(enabled=True, profile_step=3)
+    assert cfg.enabled and cfg.profile_step == 3
+    model = torch.nn.Linear(8, 4, bias=False)
+    prof = FlopsProfiler(model)
+    prof.start_profile()
+    model(torch.randn(5, 8))
+    flops = prof.get_total_flops()
+    prof.end_profile()
+    assert flops == 2 * 5 * 8 * 4  # DeepSpeed's convention: a MAC is 2 FLOPs
+
+
+# ------------------------------------------------------------------ deepspeed.comm.*
+def _reduce_body():
+    from deepspeed.comm.reduce_op import ReduceOp
+
+    t = torch.tensor([float(dist.get_rank() + 1)])
+    dist.all_reduce(t, op=ReduceOp.MAX)
+    s = torch.tensor([float(dist.get_rank() + 1)])
+    dist.all_reduce(s, op=ReduceOp.AVG)
+    return t.item(), s.item()
+
+
+def test_comm_modules():
+    from deepspeed.comm.config import CommsLoggerConfig, DeepSpeedCommsConfig
+
+    cfg = DeepSpeedCommsConfig({"comms_logger": {"enabled": True, "prof_ops": ["all_reduce"], "verbose": True}})
+    assert cfg.comms_logger_enabled and isinstance(cfg.comms_logger, CommsLoggerConfig)
+    assert cfg.comms_logger.prof_ops == ["all_reduce"] and cfg.comms_logger.verbose
+    assert run_distributed(_reduce_body, world_size=2) == [(2.0, 1.5), (2.0, 1.5)]
+
+
+# ------------------------------------------------------------------ deepspeed.monitor.*
+def test_tensorboard_monitor_module(tmp_path, monkeypatch):
+    if importlib.util.find_spec("tensorboard") is None:
+        pytest.skip("needs tensorboard")
+    from deepspeed.monitor.config import TensorBoardConfig
+    from deepspeed.monitor.tensorboard import TensorBoardMonitor
+
+    monkeypatch.setattr("deepspeed.monitor.base._rank", lambda: 0)
+    mon = TensorBoardMonitor(TensorBoardConfig(enabled=True, output_path=str(tmp_path), job_name="tb"))
+    mon.write_events([("Train/Samples/train_loss", 0.5, 1)])
+    mon.close()
+    assert any(f.name.startswith("events.out.tfevents") for f in (tmp_path / "tb").iterdir())
+
+
+def test_wandb_and_comet_monitor_modules(monkeypatch):
+    from deepspeed.monitor.comet import CometMonitor
+    from deepspeed.monitor.config import CometConfig, WandbConfig
+    from deepspeed.monitor.wandb import WandbMonitor
+
+    monkeypatch.setattr("deepspeed.monitor.base._rank", lambda: 0)
+    calls = []
+    fake = types.SimpleNamespace(init=lambda **kw: calls.append(("init", kw)),
+                                 log=lambda data, step=None, commit=None: calls.append(("log", data, step)),
+                                 finish=lambda: calls.append(("finish",)))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    mon = WandbMonitor(WandbConfig(enabled=True, project="p", group="g"))
+    mon.write_events([("Train/Samples/lr", 0.1, 7)])
+    mon.close()
+    assert calls == [("init", {"project": "p", "group": "g", "entity": None}),
+                     ("log", {"Train/Samples/lr": 0.1}, 7), ("finish",)]
+    monkeypatch.setitem(sys.modules, "comet_ml", None)  # not installed
+    with pytest.raises(RuntimeError, match="comet.enabled=true in the ds_config needs the comet_ml package"):
+        CometMonitor(CometConfig(enabled=True))
