@@ -184,3 +184,31 @@ def test_each_builder_loads_or_names_the_fix():
                 builder.load()
         else:  # an ops package registers it: it builds or says why not
             assert isinstance(builder.is_compatible(), bool)
+
+
+# DeepSpeed's per-op builder modules (deepspeed/ops/op_builder/<op>.py) and the class each defines
+PER_OP_MODULES = [
+    ("deepspeed.ops.op_builder.async_io", "AsyncIOBuilder"), ("deepspeed.ops.op_builder.cpu_adagrad", "CPUAdagradBuilder"),
+    ("deepspeed.ops.op_builder.cpu_adam", "CPUAdamBuilder"), ("deepspeed.ops.op_builder.cpu_lion", "CPULionBuilder"),
+    ("deepspeed.ops.op_builder.dc", "DeepCompileBuilder"), ("deepspeed.ops.op_builder.evoformer_attn", "EvoformerAttnBuilder"),
+    ("deepspeed.ops.op_builder.fp_quantizer", "FPQuantizerBuilder"), ("deepspeed.ops.op_builder.fused_adam", "FusedAdamBuilder"),
+    ("deepspeed.ops.op_builder.fused_lamb", "FusedLambBuilder"), ("deepspeed.ops.op_builder.fused_lion", "FusedLionBuilder"),
+    ("deepspeed.ops.op_builder.gds", "GDSBuilder"), ("deepspeed.ops.op_builder.inference_core_ops", "InferenceCoreBuilder"),
+    ("deepspeed.ops.op_builder.inference_cutlass_builder", "InferenceCutlassBuilder"),
+    ("deepspeed.ops.op_builder.pin_memory", "PinMemoryBuilder"), ("deepspeed.ops.op_builder.quantizer", "QuantizerBuilder"),
+    ("deepspeed.ops.op_builder.ragged_ops", "RaggedOpsBuilder"), ("deepspeed.ops.op_builder.ragged_utils", "RaggedUtilsBuilder"),
+    ("deepspeed.ops.op_builder.random_ltd", "RandomLTDBuilder"), ("deepspeed.ops.op_builder.sparse_attn", "SparseAttnBuilder"),
+    ("deepspeed.ops.op_builder.spatial_inference", "SpatialInferenceBuilder"),
+    ("deepspeed.ops.op_builder.stochastic_transformer", "StochasticTransformerBuilder"),
+    ("deepspeed.ops.op_builder.transformer", "TransformerBuilder"),
+    ("deepspeed.ops.op_builder.transformer_inference", "InferenceBuilder"), ("deepspeed.ops.op_builder.utils", "UtilsBuilder"),
+]
+
+
+@pytest.mark.parametrize("module, class_name", PER_OP_MODULES)
+def test_per_op_builder_modules(module, class_name):
+    cls = getattr(importlib.import_module(module), class_name)
+    assert cls is getattr(op_builder, class_name)
+    builder = cls()  # DeepSpeed's code: PinMemoryBuilder().load() / .is_compatible()
+    assert isinstance(builder, cls) and builder.NAME == cls.NAME
+    assert builder.is_compatible() in (True, False)

@@ -127,10 +127,11 @@ def test_profiling_modules():
 
 # ------------------------------------------------------------------ deepspeed.comm.*
 def _reduce_body():
+    from deepspeed.comm.comm import all_reduce, get_rank
     from deepspeed.comm.reduce_op import ReduceOp
 
-    t = torch.tensor([float(dist.get_rank() + 1)])
-    dist.all_reduce(t, op=ReduceOp.MAX)
+    t = torch.tensor([float(get_rank() + 1)])
+    all_reduce(t, op=ReduceOp.MAX)  # DeepSpeed's module of the collectives
     s = torch.tensor([float(dist.get_rank() + 1)])
     dist.all_reduce(s, op=ReduceOp.AVG)
     return t.item(), s.item()
@@ -178,3 +179,29 @@ def test_wandb_and_comet_monitor_modules(monkeypatch):
     monkeypatch.setitem(sys.modules, "comet_ml", None)  # not installed
     with pytest.raises(RuntimeError, match="comet.enabled=true in the ds_config needs the comet_ml package"):
         CometMonitor(CometConfig(enabled=True))
+
+
+# ------------------------------------------------------------------ small DeepSpeed modules
+def test_constants_exceptions_and_torch_helpers():
+    import deepspeed.comm
+    from deepspeed.constants import TORCH_DISTRIBUTED_DEFAULT_PORT, default_pg_timeout
+    from deepspeed.utils.exceptions import DeprecatedException
+    from deepspeed.utils.torch import is_functorch_transforming, register_grad_hook, required_torch_version
+
+    assert TORCH_DISTRIBUTED_DEFAULT_PORT == 29500 and default_pg_timeout is deepspeed.comm.default_pg_timeout
+    assert issubclass(DeprecatedException, Exception)
+    major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+    assert required_torch_version(min_version=f"{major}.{minor}") is True
+    assert required_torch_version(min_version=f"{major}.{minor + 1}") is False
+    assert required_torch_version(max_version=f"{major - 1}.0") is False
+    assert required_torch_version(min_version=2.0, max_version=f"{major + 1}.0") is True
+    with pytest.raises(ValueError, match="pass min_version and/or max_version"):
+        required_torch_version()
+    seen = []
+    p = torch.nn.Parameter(torch.ones(3))
+    register_grad_hook(p, lambda param: seen.append(param.grad.clone()))
+    (p * 2).sum().backward()
+    assert len(seen) == 1 and torch.equal(seen[0], torch.full((3,), 2.0))
+    assert is_functorch_transforming() is False
+    flags = torch.func.grad(lambda x: (x * float(is_functorch_transforming())).sum())(torch.ones(2))
+    assert torch.equal(flags, torch.ones(2))
