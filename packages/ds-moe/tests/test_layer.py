@@ -9,6 +9,7 @@ gradients, which sum over tokens in another order, 1e-6 of the largest reference
 import pytest
 import torch
 
+from deepspeed.moe.experts import Experts
 from deepspeed.moe.layer import MoE
 from deepspeed.moe.utils import (
     has_moe_layers,
@@ -160,3 +161,16 @@ def test_bad_inputs():
     moe = MoE(8, MLP(), num_experts=4, ep_size=2)
     with pytest.raises(RuntimeError, match=r"ep_size=2 outside torch.distributed: it holds only 2 of 4 experts"):
         moe(torch.randn(8, 8))
+
+
+def test_experts_run_each_local_expert_on_its_slice():
+    torch.manual_seed(0)
+    experts = Experts(torch.nn.Linear(8, 8), num_local_experts=3, expert_group_name="ep_size_2")
+    with torch.no_grad():
+        for p in experts.parameters():
+            p.copy_(torch.randn_like(p))
+    x = torch.randn(2, 3, 5, 8)  # [ranks, local experts, capacity, d]
+    out = experts(x)
+    for j in range(3):
+        torch.testing.assert_close(out[:, j], experts.deepspeed_experts[j](x[:, j]), **TOL)
+    assert all(p.allreduce is False and p.group_name == "ep_size_2" for p in experts.parameters())

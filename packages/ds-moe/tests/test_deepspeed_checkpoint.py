@@ -1,0 +1,33 @@
+"""A checkpoint written by DeepSpeed 0.19.8 itself (tests/data/deepspeed_0.19.8_moe, made by
+tests/data/make_deepspeed_checkpoint.py) loads into ds-moe: DeepSpeed's model-states file holds
+no expert weights, its ``layer_0_expert_<E>_mp_rank_00_model_states.pt`` files do. After loading,
+the model gives DeepSpeed's own eval-mode output (saved beside the checkpoint) to 1e-6.
+"""
+
+import os
+import sys
+
+import torch
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+sys.path.insert(0, DATA)
+from make_deepspeed_checkpoint import Tiny  # noqa: E402
+
+
+def test_deepspeed_0_19_8_moe_checkpoint_loads_with_the_same_outputs():
+    import deepspeed
+
+    ckpt = os.path.join(DATA, "deepspeed_0.19.8_moe")
+    expected = torch.load(os.path.join(ckpt, "expected.pt"), weights_only=True)
+    assert expected["deepspeed"] == "0.19.8"
+    engine, *_ = deepspeed.initialize(model=Tiny(), config={
+        "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.5}}})
+    engine.eval()
+    with torch.no_grad():
+        before = engine(expected["input"])[0]
+    assert (before - expected["logits"]).abs().max() > 1e-3  # DeepSpeed trained two steps before saving
+    path, _ = engine.load_checkpoint(ckpt, load_optimizer_states=False)
+    assert path.endswith(os.path.join("global_step2", "mp_rank_00_model_states.pt"))
+    with torch.no_grad():
+        after = engine(expected["input"])[0]
+    torch.testing.assert_close(after, expected["logits"], atol=1e-6, rtol=1e-6)
