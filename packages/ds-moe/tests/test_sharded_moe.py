@@ -191,3 +191,16 @@ def test_gating_bad_inputs():
         topkgating(torch.randn(8, 4), 3, 1.0, 1, drop_policy="first")
     with pytest.raises(ValueError, match=r"noisy_gate_policy='Gauss' is not one of"):
         TopKGate(4, 2, noisy_gate_policy="Gauss")
+
+
+def test_sparse_routes_output_matches_the_dense_one():
+    # DeepSpeed 0.19's sparse_routes=True tuple: per route expert (-1 dropped), slot and gate.
+    l_aux, capacity, E, idx, loc, gate, counts = top2gating(P6.log(), 0.5, 1, top2_2nd_expert_sampling=False,
+                                                            sparse_routes=True)
+    assert (int(capacity), E) == (2, 3) and idx.dtype == torch.int32 and idx.shape == (2, 6)
+    assert idx.tolist() == [[0, 0, -1, 1, 2, -1], [1, -1, -1, -1, -1, 2]]
+    assert loc.tolist() == [[0, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 1]]
+    torch.testing.assert_close(gate, torch.tensor([[7 / 9, 1, 0, 1, 1, 0], [2 / 9, 0, 0, 0, 0, 1]]), **TOL)
+    assert counts.tolist() == [5, 5, 2] and abs(l_aux.item() - LAUX6) < 1e-6
+    out = top1gating(P6.log(), 1.0, 1, None, None, True, False, None, True)  # DeepSpeed's positional order
+    assert out[3].tolist() == [[0, 0, -1, 1, 2, -1]]

@@ -1,6 +1,7 @@
 """``deepspeed.moe.sharded_moe``: DeepSpeed's gating functions, ``TopKGate`` and ``MOELayer``.
 
-The gating functions return DeepSpeed's ``(l_aux, combine_weights, dispatch_mask, exp_counts)``;
+The gating functions return DeepSpeed's ``(l_aux, combine_weights, dispatch_mask, exp_counts)``
+(or, with ``sparse_routes=True``, DeepSpeed 0.19's per-route tuple);
 the rules are in :mod:`deepspeed.moe._routing` and the token exchange in
 :mod:`deepspeed.moe._dispatch`.
 """
@@ -39,31 +40,37 @@ def _capacity(gates: torch.Tensor, capacity_factor, min_capacity) -> torch.Tenso
     return torch.tensor(_routing.capacity_for(S, E, float(capacity_factor), int(min_capacity)))
 
 
-def _dense_output(routes: Routes):
+def _output(routes: Routes, sparse_routes: bool = False):
+    """DeepSpeed's dense tuple, or with ``sparse_routes`` its per-route one: ``(l_aux, capacity,
+    num_experts, indices [k,S] int32 (-1: dropped), locations [k,S] int32, gates [k,S], exp_counts)``."""
+    if sparse_routes:
+        idx = torch.where(routes.kept, routes.expert, torch.full_like(routes.expert, -1))
+        return (routes.l_aux, torch.tensor(routes.capacity), routes.num_experts, idx.t().contiguous().to(torch.int32),
+                routes.location.t().contiguous().to(torch.int32), routes.gate.t().contiguous(), routes.exp_counts)
     combine, dispatch = dense(routes)
     return routes.l_aux, combine, dispatch, routes.exp_counts
 
 
 def top1gating(logits: torch.Tensor, capacity_factor: float, min_capacity: int, used_token: torch.Tensor = None,
                noisy_gate_policy: str | None = None, drop_tokens: bool = True, use_rts: bool = True,
-               ep_group: Any = None, use_tutel: bool = False):
+               ep_group: Any = None, sparse_routes: bool = False, use_tutel: bool = False):
     """Top-1 gating: ``(l_aux, combine_weights [S,E,C], dispatch_mask [S,E,C], exp_counts [E])``."""
-    return _dense_output(_routing.route_top1(logits, capacity_factor, min_capacity, used_token, noisy_gate_policy,
-                                             drop_tokens, use_rts, ep_group))
+    return _output(_routing.route_top1(logits, capacity_factor, min_capacity, used_token, noisy_gate_policy,
+                                       drop_tokens, use_rts, ep_group), sparse_routes)
 
 
 def top2gating(logits: torch.Tensor, capacity_factor: float, min_capacity: int, drop_tokens: bool = True,
-               ep_group: Any = None, top2_2nd_expert_sampling: bool = True):
+               ep_group: Any = None, top2_2nd_expert_sampling: bool = True, sparse_routes: bool = False):
     """Top-2 gating (GShard): ``(l_aux, combine_weights, dispatch_mask, exp_counts)``; ``logits`` is not modified."""
-    return _dense_output(_routing.route_top2(logits, capacity_factor, min_capacity, drop_tokens, ep_group,
-                                             top2_2nd_expert_sampling))
+    return _output(_routing.route_top2(logits, capacity_factor, min_capacity, drop_tokens, ep_group,
+                                       top2_2nd_expert_sampling), sparse_routes)
 
 
 def topkgating(logits: torch.Tensor, k: int, capacity_factor: float, min_capacity: int, drop_tokens: bool = True,
-               ep_group: Any = None, drop_policy: str = "probs"):
+               ep_group: Any = None, drop_policy: str = "probs", sparse_routes: bool = False):
     """Top-k gating for any k: ``(l_aux, combine_weights, dispatch_mask, exp_counts)``."""
-    return _dense_output(_routing.route_topk(logits, k, capacity_factor, min_capacity, drop_tokens, ep_group,
-                                             drop_policy))
+    return _output(_routing.route_topk(logits, k, capacity_factor, min_capacity, drop_tokens, ep_group,
+                                       drop_policy), sparse_routes)
 
 
 class TopKGate(torch.nn.Module):
@@ -155,8 +162,9 @@ class TopKGate(torch.nn.Module):
             dist.all_reduce(load)
         self.expert_bias.add_(torch.sign(load.mean() - load) * self.bias_update_rate)
 
-    def forward(self, input: torch.Tensor, used_token: torch.Tensor = None, use_tutel: bool = False):  # noqa: A002
-        return _dense_output(self.route(input, used_token))
+    def forward(self, input: torch.Tensor, used_token: torch.Tensor = None, sparse_routes: bool = False,  # noqa: A002
+                use_tutel: bool = False):
+        return _output(self.route(input, used_token), sparse_routes)
 
 
 class MOELayer(torch.nn.Module):
