@@ -1,7 +1,11 @@
-"""A checkpoint written by DeepSpeed 0.19.8 itself (tests/data/deepspeed_0.19.8_moe, made by
+"""Checkpoints in DeepSpeed's MoE layout, both ways.
+
+A checkpoint written by DeepSpeed 0.19.8 itself (tests/data/deepspeed_0.19.8_moe, made by
 tests/data/make_deepspeed_checkpoint.py) loads into ds-moe: DeepSpeed's model-states file holds
 no expert weights, its ``layer_0_expert_<E>_mp_rank_00_model_states.pt`` files do. After loading,
-the model gives DeepSpeed's own eval-mode output (saved beside the checkpoint) to 1e-6.
+the model gives DeepSpeed's own eval-mode output (saved beside the checkpoint) to 1e-6. Ours
+has DeepSpeed's file names and the top-level ``num_experts`` its loader requires (DeepSpeed
+0.19.8 loading one of ours was checked by hand: ``make_deepspeed_checkpoint.py --load``).
 """
 
 import os
@@ -31,3 +35,21 @@ def test_deepspeed_0_19_8_moe_checkpoint_loads_with_the_same_outputs():
     with torch.no_grad():
         after = engine(expected["input"])[0]
     torch.testing.assert_close(after, expected["logits"], atol=1e-6, rtol=1e-6)
+
+
+def test_our_checkpoint_has_deepspeeds_layout(tmp_path):
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(model=Tiny(), config={
+        "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.5}}})
+    engine.save_checkpoint(str(tmp_path), tag="global_step2")
+    ours = {f for f in os.listdir(tmp_path / "global_step2") if f.endswith("_model_states.pt")}
+    theirs = {f for f in os.listdir(os.path.join(DATA, "deepspeed_0.19.8_moe", "global_step2"))
+              if f.endswith("_model_states.pt")}
+    assert ours == theirs
+    sd = torch.load(tmp_path / "global_step2" / "mp_rank_00_model_states.pt", weights_only=True)
+    assert sd["num_experts"] == [4]
+    expert = torch.load(tmp_path / "global_step2" / "layer_0_expert_3_mp_rank_00_model_states.pt", weights_only=True)
+    ref = torch.load(os.path.join(DATA, "deepspeed_0.19.8_moe", "global_step2",
+                                  "layer_0_expert_3_mp_rank_00_model_states.pt"), weights_only=True)
+    assert sorted(expert) == sorted(ref)  # same keys: full names with the global expert id

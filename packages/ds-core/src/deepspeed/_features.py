@@ -265,6 +265,22 @@ class FeatureSet:
                 out[f"ds_feature_{feature.name}"] = state
         return out
 
+    def model_states_entries(self, engine: Any, reserved: Iterable[str] = ()) -> dict[str, Any]:
+        """Every feature's top-level model-states entries; ``reserved``: the names core writes."""
+        reserved = set(reserved)
+        out: dict[str, Any] = {}
+        owner: dict[str, DeepSpeedFeature] = {}
+        for feature in self:
+            for key, value in (feature.model_states_entries(engine) or {}).items():
+                if key in reserved or key.startswith("ds_feature_"):
+                    raise FeatureError(f"{self._label(feature)} adds model-states entry '{key}', a name ds-core "
+                                       "writes itself; pick another name")
+                if key in out:
+                    raise FeatureError(f"{self._label(owner[key])} and {self._label(feature)} both add model-states "
+                                       f"entry '{key}'; only one may")
+                out[key], owner[key] = value, feature
+        return out
+
     def save_checkpoint_files(self, engine: Any, save_dir: str, tag: str) -> None:
         for feature in self:
             feature.save_checkpoint_files(engine, save_dir, tag)

@@ -5,6 +5,10 @@ One process, a tiny model (embedding, MoE with 4 experts of Linear(8,16)-GELU-Li
 top-2, head), two SGD steps, then ``save_checkpoint``; ``expected.pt`` holds the eval-mode output
 of DeepSpeed's model on a fixed input after saving. test_deepspeed_checkpoint.py loads it into
 ds-moe and compares.
+
+``--load DIR TAG LOGITS``: load a checkpoint written by ds-moe (same model) with DeepSpeed and
+print the largest difference between DeepSpeed's eval output on ``tokens(99)`` and ``LOGITS``
+(a tensor saved with torch.save).
 """
 
 import os
@@ -38,12 +42,22 @@ def tokens(seed):
 
 
 def main():
+    import sys
+
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29533")
     import deepspeed
 
     deepspeed.init_distributed("gloo")
     engine, *_ = deepspeed.initialize(model=Tiny(), config={
         "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.5}}})
+    if sys.argv[1:2] == ["--load"]:
+        ckpt, tag, logits = sys.argv[2:5]
+        engine.load_checkpoint(ckpt, tag=tag, load_optimizer_states=False)
+        engine.eval()
+        with torch.no_grad():
+            out = engine(tokens(99))[0]
+        print("max |difference|:", (out - torch.load(logits, weights_only=True)).abs().max().item())
+        return
     for step in range(2):
         x = tokens(step)
         logits, l_aux = engine(x)

@@ -28,6 +28,8 @@ hook                          kind       composition rule
 ``gradient_groups``           all        every feature's groups together; a parameter in two groups is an
                                          error naming both packages
 ``after_step``                all        in ``order``, after every applied optimizer step
+``model_states_entries``      all        every feature's top-level entries together; a name core uses, or
+                                         one two features give, is an error naming both
 ``checkpoint_state`` /        all        in ``order``; each feature's state is stored under its own key
 ``save_checkpoint_files`` /              (``ds_feature_<name>``)
 ``load_checkpoint_state``
@@ -230,6 +232,12 @@ class DeepSpeedFeature:
         """Extra state saved in the model-states file under ``ds_feature_<name>``, or None."""
         return None
 
+    def model_states_entries(self, engine: "EngineView") -> dict | None:
+        """Top-level entries of the model-states file under names another tool reads (DeepSpeed's
+        loader reads ``num_experts``), or None. ``load_checkpoint`` leaves these names out of the
+        client state it returns. Prefer :meth:`checkpoint_state` for this package's own state."""
+        return None
+
     def save_checkpoint_files(self, engine: "EngineView", save_dir: str, tag: str) -> None:
         """Write this feature's own files into ``<save_dir>/<tag>`` (called on every rank)."""
 
@@ -263,6 +271,8 @@ HOOKS: tuple[HookSpec, ...] = (
     HookSpec("checkpoint_engine", "single", "in the engine constructor"),
     HookSpec("after_step", "all", "in engine.step, after an applied optimizer step, before the LR scheduler"),
     HookSpec("checkpoint_state", "all", "in save_checkpoint, on the rank writing the model states"),
+    HookSpec("model_states_entries", "all", "in save_checkpoint on the rank writing the model states, and in "
+                                            "load_checkpoint"),
     HookSpec("save_checkpoint_files", "all", "in save_checkpoint, on every rank"),
     HookSpec("load_checkpoint_state", "all", "in load_checkpoint, on every rank"),
 )

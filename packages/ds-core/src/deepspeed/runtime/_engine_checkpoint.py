@@ -162,6 +162,7 @@ def _write_files(engine, ce, save_dir: str, ckpt_dir: str, tag: str, client_stat
             "ds_version": _version(),
         }
         state.update(engine._features.checkpoint_state(engine))
+        state.update(engine._features.model_states_entries(engine, DS_KEYS | state.keys()))
         state.update(client_state or {})
         ce.save(state, model_states_path(ckpt_dir, mp_rank))
     for pattern, rank_state in driver.rank_files().items():
@@ -266,5 +267,7 @@ def _load_files(engine, ce, load_dir, tag, ckpt_dir, path, strict, load_optimize
         engine.loaded_checkpoint_dp_world_size = sd.get("dp_world_size")
     engine._features.load_checkpoint_state(engine, sd, load_dir, str(tag), load_optimizer_states=load_optimizer_states,
                                            load_module_only=load_module_only)
-    client_state = {k: v for k, v in sd.items() if k not in DS_KEYS and not k.startswith("ds_feature_")}
+    entries = engine._features.model_states_entries(engine, DS_KEYS)
+    client_state = {k: v for k, v in sd.items()
+                    if k not in DS_KEYS and k not in entries and not k.startswith("ds_feature_")}
     return path, client_state

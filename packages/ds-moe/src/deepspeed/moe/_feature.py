@@ -52,6 +52,13 @@ class MoeFeature(DeepSpeedFeature):
 
         return _checkpoint.state(engine) if _checkpoint.moe_layers(engine.module) else None
 
+    def model_states_entries(self, engine):
+        """DeepSpeed's ``num_experts`` (one entry per MoE layer), which DeepSpeed's loader requires."""
+        from deepspeed.moe import _checkpoint
+
+        layers = _checkpoint.moe_layers(engine.module)
+        return {"num_experts": [m.num_experts for _, m in layers]} if layers else None
+
     def save_checkpoint_files(self, engine, save_dir, tag):
         """``layer_<L>_expert_<E>_mp_rank_<MP>_model_states.pt`` from each expert's first data-parallel replica."""
         from deepspeed.moe import _checkpoint
