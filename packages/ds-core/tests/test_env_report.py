@@ -45,3 +45,42 @@ def test_hide_operator_status():
     proc = _ds_report("--hide_operator_status")
     assert proc.returncode == 0
     assert "Op builders" not in proc.stdout
+
+
+class _Dist:
+    def __init__(self, version, requires):
+        self.version, self.requires = version, requires
+
+
+def test_deepspeed_distribution_line(monkeypatch):
+    import importlib.metadata as md
+
+    from deepspeed import env_report
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "distribution", missing)
+    line = env_report.deepspeed_distribution()
+    assert line.startswith("not installed: Transformers / Accelerate / Lightning will not see DeepSpeed")
+    assert "Fix: pip install this project's packages/deepspeed" in line
+    monkeypatch.setattr(md, "distribution", lambda name: _Dist("0.19.8.0", ["ds-core<0.2,>=0.1", "ds-zero<0.2,>=0.1"]))
+    assert env_report.deepspeed_distribution() == "0.19.8.0 (what Transformers / Accelerate / Lightning detect)"
+    monkeypatch.setattr(md, "distribution", lambda name: _Dist("0.19.8", ["hjson", "ninja", "torch"]))
+    assert env_report.deepspeed_distribution().startswith("0.19.8, not this project's (it does not require ds-core)")
+
+
+def test_report_has_the_deepspeed_distribution_line():
+    import importlib.metadata as md
+
+    proc = _ds_report()
+    assert proc.returncode == 0, proc.stderr
+    line = next(v for v in proc.stdout.splitlines() if v.startswith("deepspeed distribution"))
+    try:
+        version = md.version("deepspeed")
+    except md.PackageNotFoundError:
+        assert line.endswith(": not installed: Transformers / Accelerate / Lightning will not see DeepSpeed (they "
+                             "look for the 'deepspeed' distribution). Fix: pip install this project's "
+                             "packages/deepspeed (not DeepSpeed from PyPI)"), line
+    else:
+        assert line == f"deepspeed distribution      : {version} (what Transformers / Accelerate / Lightning detect)"

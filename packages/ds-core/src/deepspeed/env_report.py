@@ -21,6 +21,25 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def deepspeed_distribution() -> str:
+    """The ``deepspeed`` distribution's line: Transformers, Accelerate and Lightning detect DeepSpeed
+    by ``importlib.metadata`` of a distribution named ``deepspeed`` (its version gates their
+    features), which the à-la-carte packages (ds-core, ds-zero, ...) do not provide."""
+    import importlib.metadata as md
+
+    try:
+        dist = md.distribution("deepspeed")
+    except md.PackageNotFoundError:
+        return ("not installed: Transformers / Accelerate / Lightning will not see DeepSpeed (they look for "
+                "the 'deepspeed' distribution). Fix: pip install this project's packages/deepspeed "
+                "(not DeepSpeed from PyPI)")
+    if not any(r.split(";")[0].replace(" ", "").startswith("ds-core") for r in dist.requires or []):
+        return (f"{dist.version}, not this project's (it does not require ds-core): it installs its own "
+                "deepspeed/ files over ds-core's. Fix: pip uninstall deepspeed, then pip install this "
+                "project's packages/deepspeed")
+    return f"{dist.version} (what Transformers / Accelerate / Lightning detect)"
+
+
 def report(hide_operator_status: bool = False, hide_errors_and_warnings: bool = False, color: bool = False) -> str:
     """The report as text. Raises the selection error if the accelerator cannot be chosen."""
     import torch
@@ -39,6 +58,7 @@ def report(hide_operator_status: bool = False, hide_errors_and_warnings: bool = 
         ("torch cuda / hip", f"{torch.version.cuda} / {getattr(torch.version, 'hip', None)}"),
         ("ds-core (deepspeed) version", deepspeed.__version__),
         ("deepspeed install path", str(deepspeed.__path__[0])),
+        ("deepspeed distribution", deepspeed_distribution()),
         ("plugin API", ", ".join(f"{g.split('.')[-1]} {'.'.join(map(str, v))}"
                                  for g, v in _plugins.PLUGIN_API_VERSIONS.items())),
         ("accelerator", f"{acc._name} ({type(acc).__module__}.{type(acc).__name__})"),
