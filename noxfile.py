@@ -215,3 +215,24 @@ def bench_moe(session: nox.Session) -> None:
     _install(session, _requires("ds-moe"))
     ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
     session.run("python", "bench/moe.py", "--reference-python", ref, *session.posargs)
+
+
+# Pinned integrations for the `integrations` session (torch stays 2.13.0: the constraints file and
+# TORCH go with every pip command).
+INTEGRATIONS = ["transformers==5.23.0", "accelerate==1.15.0", "trl==1.16.0", "datasets==5.2.0",
+                "lightning==2.6.6"]
+
+
+@nox.session(python=PYTHON, default=False)
+def integrations(session: nox.Session) -> None:
+    """Hugging Face Trainer (torchrun and the deepspeed launcher, ZeRO 2/3, fp32/bf16, zero_to_fp32
+    consolidation), `accelerate launch --use_deepspeed` and TRL SFT on 2 CPU ranks, with the
+    `deepspeed` drop-in distribution and the pinned INTEGRATIONS installed next to it (tests/integrations).
+    Default off (about 10 minutes on 2 cores); .ci/run runs it after the default sessions."""
+    _install(session, _requires("deepspeed"))
+    session.install("-c", str(CONSTRAINTS), TORCH, *INTEGRATIONS)
+    results = pathlib.Path(session.virtualenv.location, "integrations-results.json")
+    session.env.update(DS_INTEGRATIONS="1", DS_INTEGRATIONS_RESULTS=str(results))
+    session.run("ds_report", "--hide_operator_status")
+    _pytest(session, "tests/integrations")
+    session.log("samples/s per job: " + results.read_text())
