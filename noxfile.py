@@ -236,3 +236,13 @@ def integrations(session: nox.Session) -> None:
     session.run("ds_report", "--hide_operator_status")
     _pytest(session, "tests/integrations")
     session.log("samples/s per job: " + results.read_text())
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_pipe(session: nox.Session) -> None:
+    """Pipeline (2 stages, 2 gloo ranks): measured bubble per schedule vs theory, and 1F1B samples/s,
+    peak RSS and CPU time per rank, ours vs deepspeed==0.19.8 (its own venv), alternating runs;
+    writes bench/results/pipe.json."""
+    _install(session, _requires("ds-pipe"))
+    ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
+    session.run("python", "bench/pipe.py", "--reference-python", ref, *session.posargs)
