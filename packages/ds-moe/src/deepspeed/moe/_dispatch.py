@@ -126,13 +126,12 @@ def dropless_forward(x: torch.Tensor, routes: Routes, local_experts: list[Callab
         send = per_rank.sum(1).tolist()
         recv = recv_counts.sum(1).tolist()
         received = _AllToAllV.apply(ep_group, rows, recv, send)
-        # Note: rows arrive grouped by source rank, then expert; regroup them by expert, then source.
-        rc = recv_counts.reshape(-1)
-        starts = torch.cumsum(rc, 0) - rc
-        pieces = [torch.arange(int(starts[j * num_local_experts + e]), int(starts[j * num_local_experts + e])
-                               + int(rc[j * num_local_experts + e]), device=x.device)
-                  for e in range(num_local_experts) for j in range(ep_size)]
-        perm = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long, device=x.device)
+        # Note: rows arrive grouped by source rank, then expert; a stable sort on (expert, source)
+        # regroups them by expert, then source.
+        src, exp = torch.meshgrid(torch.arange(ep_size, device=x.device),
+                                  torch.arange(num_local_experts, device=x.device), indexing="ij")
+        key = torch.repeat_interleave((exp * ep_size + src).reshape(-1), recv_counts.reshape(-1))
+        perm = torch.argsort(key, stable=True)
         local_counts = recv_counts.sum(0).tolist()
         out = _run_grouped(received.index_select(0, perm), local_counts, local_experts)
         inverse = torch.empty_like(perm)
