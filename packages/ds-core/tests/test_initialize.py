@@ -121,7 +121,7 @@ def test_training_data_gives_a_distributed_dataloader():
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="model is None"):
         deepspeed.initialize(config=CFG)
-    with pytest.raises(ValueError, match="optimizer.type='NoSuchOpt'"):
+    with pytest.raises(ValueError, match="ds_config.optimizer.type: 'NoSuchOpt' is not a DeepSpeed optimizer"):
         deepspeed.initialize(model=model(), config={**CFG, "optimizer": {"type": "NoSuchOpt", "params": {}}})
     with pytest.raises(ValueError, match="'max_grad_norm' is not supported"):
         deepspeed.initialize(model=model(), config={**CFG, "optimizer": {"type": "Adam", "params": {"max_grad_norm": 1}}})

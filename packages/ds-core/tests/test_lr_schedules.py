@@ -117,7 +117,8 @@ def test_bad_params_raise():
         ls.WarmupLR(_opt(), warmup_type="cubic")
     with pytest.raises(ValueError, match="expected 1 values"):
         ls.WarmupLR(_opt(), warmup_max_lr=[0.1, 0.2])
-    with pytest.raises(ValueError, match="scheduler.type='Nope'"):
+    with pytest.raises(ValueError, match="ds_config.scheduler.type: 'Nope' is not a DeepSpeed schedule"):
         ls._build_schedule("Nope", _opt(), {})
-    with pytest.raises(ValueError, match="scheduler.params for WarmupLR are invalid"):
+    with pytest.raises(ValueError, match=r"ds_config.scheduler.params.warmup_bogus: unknown parameter of WarmupLR; "
+                       r"did you mean 'scheduler.params.warmup_num_steps'\?"):
         ls._build_schedule("WarmupLR", _opt(), {"warmup_bogus": 1})

@@ -104,7 +104,7 @@ def test_zero_stages_match_stage0(tmp_path, world_size, shm):
         for key, value in out.items():
             if key != "files":
                 assert value < RTOL, f"rank {rank} {key}: max relative difference {value:.3g} vs stage 0"
-    assert results[0]["files"] == ["mp_rank_00_model_states.pt"] + [
+    assert results[0]["files"] == ["ds_manifest.json", "mp_rank_00_model_states.pt"] + [
         f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(world_size)]
     assert (tmp_path / "latest").read_text() == "global_step10"
     # the copied script consolidates on its own, with only torch importable

@@ -178,7 +178,7 @@ def test_stage3(tmp_path, world_size, shm):
     # stage3_gather_16bit_weights_on_model_save is off: DeepSpeed refuses to write empty weights
     assert all(out["no_flag_save"] is False for out in results)
     assert not (tmp_path / "hf16").exists()
-    assert r0["files"] == sorted(["mp_rank_00_model_states.pt"]
+    assert r0["files"] == sorted(["ds_manifest.json", "mp_rank_00_model_states.pt"]
                                  + [f"zero_pp_rank_{r}_mp_rank_00_{k}_states.pt"
                                     for r in range(world_size) for k in ("model", "optim")])
     # resume on another world size: this single process loads the world_size-rank shards

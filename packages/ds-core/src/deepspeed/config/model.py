@@ -14,9 +14,10 @@ import types
 import typing
 from typing import Any, ClassVar, Iterable
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from deepspeed._errors import InputError
+from deepspeed.config._scalars import refuse_string_scalar
 from deepspeed.utils.logging import logger
 
 AUTO = "auto"
@@ -76,6 +77,12 @@ class DeepSpeedConfigModel(BaseModel):
             if conflicts and len(conflicts) == len(exc.errors()):
                 raise ConfigError("\n".join(conflicts)) from None
             raise
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_string_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        # Note: no silent coercion of "yes"/"32" into bool/int fields (deepspeed.config._scalars).
+        return refuse_string_scalar(cls, value, info.field_name)
 
     @model_validator(mode="before")
     @classmethod
@@ -243,7 +250,7 @@ def format_errors(exc: ValidationError, root: type[BaseModel], prefix: str = "ds
         where = f"{prefix}.{dotted}" if dotted else prefix
         if err["type"] == "missing":
             lines.append(f"{where}: required key is missing")
-        elif isinstance(value, (dict, list)) or not dotted:
+        elif isinstance(value, (dict, list)) or not dotted or f"(got {value!r})" in msg or f"(got {value})" in msg:
             lines.append(f"{where}: {msg}")
         else:
             lines.append(f"{where}: {msg} (got {value!r})")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from deepspeed.comm.config import CommsLoggerConfig
 from deepspeed.monitor.config import CometConfig, CSVConfig, TensorBoardConfig, WandbConfig
@@ -35,12 +35,27 @@ class OptimizerConfig(DeepSpeedConfigModel):
     params: Optional[dict[str, Any]] = None
     legacy_fusion: bool = False
 
+    @model_validator(mode="after")
+    def _type_required(self) -> "OptimizerConfig":
+        # Note: without a type the engine would build no optimizer and train nothing.
+        if self.type is None and self.params:
+            raise ValueError("optimizer.type is required when optimizer.params is given (e.g. \"type\": \"AdamW\"); "
+                             "without it no optimizer is built and nothing trains")
+        return self
+
 
 class SchedulerConfig(DeepSpeedConfigModel):
     """``scheduler {type, params}``; ``params`` is checked by the scheduler factory."""
 
     type: Optional[str] = None
     params: Optional[dict[str, Any]] = None
+
+    @model_validator(mode="after")
+    def _type_required(self) -> "SchedulerConfig":
+        if self.type is None and self.params is not None:
+            raise ValueError("scheduler.type is required when scheduler.params is given (e.g. \"type\": "
+                             "\"WarmupLR\"); without it no schedule is built")
+        return self
 
 
 class ThroughputTimerConfig(DeepSpeedConfigModel):
@@ -207,6 +222,10 @@ class CoreSections(DeepSpeedConfigModel):
     @classmethod
     def _integral(cls, v: Any) -> Any:
         # Note: JSON written by other tools sometimes carries 8.0 for 8; accept integral floats.
+        # A string ("32") or a boolean is refused rather than coerced ("auto" was handled earlier).
+        if isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() != "auto"):
+            raise ValueError("must be a positive integer, written without quotes (e.g. 32), not "
+                             + ("a string" if isinstance(v, str) else "true/false"))
         if isinstance(v, float) and v.is_integer():
             return int(v)
         return v

@@ -10,10 +10,13 @@ name is looked up case-insensitively in ``torch.optim`` (``SGD``, ``RMSprop``...
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import torch
 
+from deepspeed.config.model import ConfigError
+from deepspeed.runtime._optim_params import check_optimizer_params
 from deepspeed.utils.logging import logger
 
 ADAM, ADAMW, ADAGRAD, LAMB, LION = "adam", "adamw", "adagrad", "lamb", "lion"
@@ -83,6 +86,7 @@ def build_optimizer(name: str, params: dict | None, model_parameters: Any,
             "'max_grad_norm' is not supported as an optimizer parameter, please switch to using the deepspeed "
             "parameter 'gradient_clipping' see: https://www.deepspeed.ai/docs/config-json/#gradient-clipping"
         )
+    check_optimizer_params(name, params)
     use_cpu = host_optimizer
     lname = name.lower()
     if lname in (ADAM, ADAMW):
@@ -120,8 +124,11 @@ def build_optimizer(name: str, params: dict | None, model_parameters: Any,
         return cls(model_parameters, **params)
     torch_names = {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)}
     if lname not in torch_names or not issubclass(getattr(torch.optim, torch_names[lname]), torch.optim.Optimizer):
-        raise ValueError(
-            f"optimizer.type={name!r} is not a DeepSpeed optimizer ({ADAM}, {ADAMW}, {ADAGRAD}, {LAMB}, {LION}) "
-            "nor a torch.optim class; fix the name or pass an optimizer object to deepspeed.initialize"
+        names = [ADAM, ADAMW, ADAGRAD, LAMB, LION] + sorted(n for n in torch_names if n != "optimizer")
+        close = difflib.get_close_matches(lname, names, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"ds_config.optimizer.type: {name!r} is not a DeepSpeed optimizer ({ADAM}, {ADAMW}, {ADAGRAD}, {LAMB}, "
+            f"{LION}) nor a torch.optim class{hint}; fix the name or pass an optimizer object to deepspeed.initialize"
         )
     return getattr(torch.optim, torch_names[lname])(model_parameters, **params)

@@ -27,6 +27,8 @@ Formulas (``t`` = ``last_batch_iteration``):
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
 import math
 from typing import Any
 
@@ -347,10 +349,38 @@ _SCHEDULES = {
 }
 
 
+def _check_schedule_params(name: str, params: dict) -> None:
+    """Every key a parameter of the schedule; numbers where its default is a number; step counts
+    (``*_steps``) not negative. One error listing every problem, each with its dotted key."""
+    sig = inspect.signature(_SCHEDULES[name].__init__)
+    accepted = {n: p for n, p in sig.parameters.items() if n not in ("self", "optimizer")}
+    problems = []
+    for key, value in params.items():
+        where = f"ds_config.scheduler.params.{key}"
+        if key not in accepted:
+            close = difflib.get_close_matches(key, list(accepted), n=1, cutoff=0.5)
+            hint = f"; did you mean 'scheduler.params.{close[0]}'?" if close else ""
+            problems.append(f"{where}: unknown parameter of {name}{hint} (valid: {', '.join(accepted)})")
+            continue
+        default = accepted[key].default
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        items = value if isinstance(value, (list, tuple)) and key.endswith("_lr") else [value]
+        if numeric and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+            problems.append(f"{where}: must be a number (got {value!r})")
+        elif key.endswith("_steps") and isinstance(value, (int, float)) and value < 0:
+            problems.append(f"{where}: must be >= 0 (got {value!r})")
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
 def _build_schedule(name: str, optimizer: Any, params: dict | None) -> _Schedule:
     """The schedule ``name`` (one of VALID_LR_SCHEDULES) over ``optimizer`` with ``params``."""
     if name not in _SCHEDULES:
-        raise ValueError(f"scheduler.type={name!r} is not a DeepSpeed schedule; valid: {VALID_LR_SCHEDULES}")
+        close = difflib.get_close_matches(name, VALID_LR_SCHEDULES, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"ds_config.scheduler.type: {name!r} is not a DeepSpeed schedule{hint} "
+                         f"(valid: {', '.join(VALID_LR_SCHEDULES)})")
+    _check_schedule_params(name, params or {})
     try:
         return _SCHEDULES[name](optimizer, **(params or {}))
     except TypeError as exc:

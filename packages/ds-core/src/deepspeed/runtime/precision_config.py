@@ -57,7 +57,8 @@ class DeepSpeedFP16Config(DeepSpeedConfigModel):
     enabled: bool = False
     auto_cast: bool = False
     loss_scale: float = 0.0
-    initial_scale_power: int = Field(16, ge=0)
+    #: The first loss scale is 2**initial_scale_power; the scaler holds it as a 64-bit integer.
+    initial_scale_power: int = Field(16, ge=0, le=63)
     loss_scale_window: int = Field(1000, ge=1)
     hysteresis: int = Field(2, ge=1)
     consecutive_hysteresis: bool = False

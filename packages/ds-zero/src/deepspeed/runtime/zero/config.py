@@ -87,17 +87,17 @@ class DeepSpeedZeroConfig(DeepSpeedConfigModel):
     stage: ZeroStageEnum = ZeroStageEnum.disabled
     contiguous_gradients: bool = True
     reduce_scatter: bool = True
-    reduce_bucket_size: int = Field(int(5e8), ge=0)
+    reduce_bucket_size: int = Field(int(5e8), gt=0)
     use_multi_rank_bucket_allreduce: bool = True
     allgather_partitions: bool = True
-    allgather_bucket_size: int = Field(int(5e8), ge=0)
+    allgather_bucket_size: int = Field(int(5e8), gt=0)
     overlap_comm: Optional[bool] = None  # None: true for stage 3, false otherwise
     load_from_fp32_weights: bool = True
     elastic_checkpoint: bool = False
     offload_param: Optional[DeepSpeedZeroOffloadParamConfig] = None
     offload_optimizer: Optional[DeepSpeedZeroOffloadOptimizerConfig] = None
     zenflow: Optional[dict[str, Any]] = None
-    sub_group_size: int = Field(int(1e9), ge=0)
+    sub_group_size: int = Field(int(1e9), gt=0)
 
     cpu_offload_param: Optional[bool] = Field(
         None, json_schema_extra={"deprecated": True, "new_param": "offload_param",
@@ -152,6 +152,9 @@ class DeepSpeedZeroConfig(DeepSpeedConfigModel):
     @field_validator(*_SIZE_FIELDS, mode="before")
     @classmethod
     def _size(cls, v: Any) -> Any:
+        if isinstance(v, (str, bool)):
+            raise ValueError("must be a number of elements, written without quotes (e.g. 5e8), not "
+                             + ("a string" if isinstance(v, str) else "true/false"))
         if isinstance(v, float) and v == v and v not in (float("inf"), float("-inf")):
             return int(v)
         return v
@@ -161,6 +164,8 @@ class DeepSpeedZeroConfig(DeepSpeedConfigModel):
     def _stage(cls, v: Any) -> Any:
         if isinstance(v, bool):
             return int(v)
+        if isinstance(v, str):
+            raise ValueError("must be 0, 1, 2 or 3, written without quotes, not a string")
         if isinstance(v, int) and not 0 <= v <= 3:
             # Note: DeepSpeed's sentence first (scripts match on it), then ours.
             raise ValueError(f"DeepSpeedConfig: Maximum supported ZeRO stage is 3; stage must be 0, 1, 2 or 3 (got {v})")
@@ -179,6 +184,11 @@ class DeepSpeedZeroConfig(DeepSpeedConfigModel):
                 and self.stage != ZeroStageEnum.weights:
             raise ValueError(f"offload_optimizer.ratio={self.offload_optimizer.ratio} (partial offload) "
                              f"needs stage 3 (stage is {int(self.stage)})")
+        if self.offload_param is not None and self.offload_param.device != "none" \
+                and self.stage != ZeroStageEnum.weights:
+            raise ValueError(f"zero_optimization.offload_param (device {self.offload_param.device!r}) needs stage 3 "
+                             f"(stage is {int(self.stage)}): stages 1-2 keep every parameter on the device, so it "
+                             "would have no effect; remove offload_param, set stage 3, or use offload_optimizer")
         if self.stage == ZeroStageEnum.weights and self.elastic_checkpoint:
             logger.warning("zero_optimization.elastic_checkpoint is not supported with stage 3; "
                            "use universal checkpoints instead")
