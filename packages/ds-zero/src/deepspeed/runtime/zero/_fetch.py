@@ -14,16 +14,45 @@ until their gradient is reduced, so backward does not gather them again (DeepSpe
 
 Backward: while a forward runs with grad enabled, autograd's saved tensors that are ZeRO-3
 parameters (or views of them) are stored as references; unpacking one gathers the parameter
-again. The stage-3 optimizer releases it once its gradient has been reduced.
+again. The stage-3 optimizer releases it once its gradient has been reduced. Inside a
+``GatheredParameters`` block these hooks are suspended (saved_tensor_hooks_suspended): what is
+saved there is saved as itself, as under DeepSpeed, so a custom autograd function that saved a
+parameter finds it, ``ds_*`` attributes included, in its backward (and gathers it there itself,
+as TRL's fused LM-head loss does).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
 from deepspeed.runtime.zero._partitioned_param import ZeroParamStatus, gather, is_zero_param, release
 
 _ZP = object()  # marker of a packed parameter reference
+_HOOKED: list = []  # fetchers whose saved-tensor hooks are pushed (inside a grad-enabled forward)
+
+
+@contextlib.contextmanager
+def saved_tensor_hooks_suspended():
+    """Pop the fetchers' saved-tensor hooks for the block, push them back after.
+
+    Note: autograd hands back a new tensor object for anything saved while any saved-tensor hook
+    is pushed, so attributes set on a parameter (``ds_status``) are lost in backward. Only hooks on
+    top of autograd's stack are popped; with someone else's pushed after ours nothing changes.
+    """
+    suspended = []
+    for fetcher in reversed(_HOOKED):
+        top = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        if fetcher._saved_ctx is None or top is None or top[1] != fetcher._unpack:
+            break
+        fetcher._saved_ctx.__exit__(None, None, None)
+        suspended.append(fetcher)
+    try:
+        yield
+    finally:
+        for fetcher in reversed(suspended):
+            fetcher._saved_ctx.__enter__()
 
 
 def _is_leaf(module) -> bool:
@@ -95,11 +124,13 @@ class ParameterFetcher:
         if torch.is_grad_enabled() and self._saved_ctx is None:
             self._saved_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
             self._saved_ctx.__enter__()
+            _HOOKED.append(self)
 
     def _root_post(self, module, args, output):
         if self._saved_ctx is not None:
             ctx, self._saved_ctx = self._saved_ctx, None
             ctx.__exit__(None, None, None)
+            _HOOKED.remove(self)
         if not self._trace_done:
             self._trace_done = True
         self._bwd_cursor = len(self._trace)

@@ -17,6 +17,7 @@ import torch
 from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.zero import _ranks
 from deepspeed.runtime.zero._optimizer_base import offload_device
+from deepspeed.runtime.zero._fetch import saved_tensor_hooks_suspended
 from deepspeed.runtime.zero._partitioned_param import (ZeroParamStatus, ZeroParamType, gather, is_zero_param, partition_param,
                                             release, scatter_full_value)
 
@@ -230,6 +231,8 @@ class GatheredParameters:
     ``modifier_rank=r``, the values rank ``r`` holds at the end of the block are broadcast and
     become every rank's new partitioned values (and the fp32 master copy, once an engine exists);
     with None, changes are discarded. ``fwd_module`` is accepted for DeepSpeed compatibility.
+    Inside the block, autograd saves tensors as themselves (the ZeRO-3 saved-tensor hooks are
+    suspended, see ``_fetch``), as under DeepSpeed: a backward that needs them gathers them.
     """
 
     _SENTINEL = -1  # keeps module hooks from releasing the parameters inside the block
@@ -249,11 +252,14 @@ class GatheredParameters:
         gather(self.params)
         for p in self.params:
             p.ds_active_sub_modules.add(self._SENTINEL)
+        self._suspended = saved_tensor_hooks_suspended()
+        self._suspended.__enter__()
         return None
 
     def __exit__(self, *exc):
         if not self.enabled:
             return False
+        self._suspended.__exit__(None, None, None)
         for p in self.params:
             p.ds_active_sub_modules.discard(self._SENTINEL)
         if self.modifier_rank is not None:

@@ -28,7 +28,8 @@ from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import 
     estimate_zero3_model_states_mem_needs, estimate_zero3_model_states_mem_needs_all_cold,
     estimate_zero3_model_states_mem_needs_all_live)
 from deepspeed.runtime.zero._optimizer_base import ZeroOptimizerBase, cfg_get, offload_device, zero_version
-from deepspeed.runtime.zero._partitioned_param import ZeroParamStatus, gather, is_zero_param, partition_param, release
+from deepspeed.runtime.zero._partitioned_param import (ZeroParamStatus, gather, is_zero_param, partition_param, release,
+                                                    wait_inflight)
 
 
 class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
@@ -204,6 +205,11 @@ class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
 
     @staticmethod
     def _before_accumulate(p, grad_outputs):
+        if p.ds_status == ZeroParamStatus.INFLIGHT:
+            # Note: a prefetch (of a parameter whose value backward never needed, e.g. under TRL's
+            # fused LM-head loss) still in flight: finish it, the gradient then accumulates at full
+            # shape and the parameter is released once reduced.
+            wait_inflight([p])
         if p.ds_status == ZeroParamStatus.NOT_AVAILABLE:
             p.data = torch.empty(1, dtype=p.dtype, device=p.device).expand(p.ds_shape)
             p._zero_placeholder = True
