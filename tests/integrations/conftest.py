@@ -5,6 +5,6 @@ one is an import error there. Elsewhere (the combined session) this folder is sk
 import importlib.util
 import os
 
-MISSING = [m for m in ("transformers", "accelerate", "trl", "datasets") if importlib.util.find_spec(m) is None]
+MISSING = [m for m in ("transformers", "accelerate", "trl", "datasets", "lightning") if importlib.util.find_spec(m) is None]
 if MISSING and os.environ.get("DS_INTEGRATIONS") != "1":
     collect_ignore_glob = ["test_*.py"]

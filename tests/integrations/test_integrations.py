@@ -119,20 +119,24 @@ def test_zero_to_fp32_checkpoint_reproduces_eval_loss(trainer_jobs, launcher, st
         f"consolidated eval loss {plain['eval_loss']:.6f} vs trained {result['eval_loss']:.6f}")
 
 
+@pytest.mark.parametrize("stage", (2, 3))
+def test_lightning_converter_reads_the_checkpoint(trainer_jobs, stage):
+    # Lightning's zero_to_fp32 wrapper (its CPU path; its DeepSpeed strategy itself needs CUDA).
+    result, out = trainer_jobs("torchrun", stage, "fp32")
+    proc = subprocess.run([sys.executable, str(JOBS / "eval_consolidated.py"), str(out / f"checkpoint-{STEPS}"),
+                           str(out / "lightning"), "--dtype", "fp32", "--lightning"], env=_env(), capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
+    plain = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert abs(plain["eval_loss"] - result["eval_loss"]) <= EVAL_TOL["fp32"]
+
+
 ACCELERATE = {
     # --zero_stage-style flags: a torch optimizer and scheduler, GAS and clipping from the flags
     "flags-zero2": (["--zero_stage", "2", "--gradient_accumulation_steps", "2", "--gradient_clipping", "0.5"],
                     None, 2),
     # a config file with "auto" values and an optimizer/scheduler: DummyOptim / DummyScheduler
-    "config-zero3": ([], {
-        "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
-        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto", "betas": [0.9, 0.999],
-                                                  "eps": 1e-8}},
-        "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto",
-                                                     "warmup_num_steps": "auto"}},
-        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": "auto"},
-        "steps_per_print": 1000}, 3),
+    "config-zero3": ([], pathlib.Path(__file__).parent / "ds_config_zero3.json", 3),
 }
 
 
@@ -141,9 +145,7 @@ def test_accelerate_launch_use_deepspeed(workdir, name):
     flags, config, stage = ACCELERATE[name]
     out = workdir / f"accelerate-{name}"
     if config is not None:
-        cfg = workdir / f"{name}.json"
-        cfg.write_text(json.dumps(config))
-        flags = [*flags, "--deepspeed_config_file", str(cfg)]
+        flags = [*flags, "--deepspeed_config_file", str(config)]
     cmd = [str(BIN / "accelerate"), "launch", "--use_deepspeed", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_port()), *flags,
            str(JOBS / "accelerate_loop.py"), "--out", str(out)]
