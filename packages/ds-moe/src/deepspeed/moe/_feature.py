@@ -38,7 +38,7 @@ class MoeFeature(DeepSpeedFeature):
         by_name: dict = {}
         for _, layer in _checkpoint.moe_layers(engine.module):
             if layer.ep_size > 1:
-                params = [p for p in layer.deepspeed_moe.experts.parameters() if p.requires_grad]
+                params = list(layer.deepspeed_moe.experts.parameters())  # frozen ones too: not broadcast over dp
                 by_name.setdefault(layer.expert_group_name, []).extend(params)
         out = []
         for name, params in by_name.items():
