@@ -48,8 +48,9 @@ def config(gas=4, dp=1, **extra):
     return cfg
 
 
-def reference(gas=4, dp=1, steps=STEPS):
-    """One process, plain torch: the same layers (one stage), SGD over every micro-batch of the job."""
+def reference(gas=4, dp=1, steps=STEPS, clip=0.0, norms=None):
+    """One process, plain torch: the same layers (one stage), SGD over every micro-batch of the job
+    (with ``clip``: torch's global-norm clipping; the norms before clipping go into ``norms``)."""
     model = build(num_stages=1)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     per_rank = [data(r, dp, gas, steps) for r in range(dp)]
@@ -63,6 +64,10 @@ def reference(gas=4, dp=1, steps=STEPS):
                 loss = torch.nn.functional.mse_loss(model(x), y)
                 (loss / (gas * dp)).backward()
                 total += loss.item()
+        if clip:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if norms is not None:
+                norms.append(float(norm))
         opt.step()
         losses.append(total / (gas * dp))
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}

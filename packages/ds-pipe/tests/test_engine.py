@@ -21,16 +21,20 @@ import _pipe_models as M  # noqa: E402
 RTOL = 1e-5
 
 
-def _train(schedule="1f1b", virtual_stages=1, num_stages=2, dp=1, save_dir=None, gas=4):
+def _train(schedule="1f1b", virtual_stages=1, num_stages=2, dp=1, save_dir=None, gas=4, clip=0.0):
     import deepspeed.comm as dist
 
     model = M.build(num_stages=num_stages, virtual_stages=virtual_stages)
     extra = {} if schedule == "1f1b" else {"pipeline": {"schedule": schedule}}
+    if clip:
+        extra["gradient_clipping"] = clip
     engine, *_ = deepspeed.initialize(model=model, config=M.config(gas=gas, dp=dp, **extra))
     it = iter(M.data(engine._grid.data_parallel_id, dp, gas))
     losses = [float(engine.train_batch(it)) for _ in range(M.STEPS)]
     out = {"losses": losses, "params": {k: v.detach().clone() for k, v in engine.module.state_dict().items()},
            "stage": engine.stage_id, "dp": engine._grid.data_parallel_id, "gas": engine.gradient_accumulation_steps()}
+    x = M.data(0, 1, 1, 1)[0]
+    out["eval_after"] = float(engine.eval_batch(iter([x, x]), num_micro_batches=2))
     if schedule == "interleaved":  # 3 micro-batches cannot be interleaved over 2 stages
         try:
             deepspeed.initialize(model=M.build(num_stages=num_stages, virtual_stages=virtual_stages),
@@ -46,8 +50,20 @@ def _train(schedule="1f1b", virtual_stages=1, num_stages=2, dp=1, save_dir=None,
     return out
 
 
+def _eval_of(params):
+    """The reference model's loss on the eval micro-batch, with ``params``."""
+    model = M.build(num_stages=1)
+    model.load_state_dict(params)
+    x, y = M.data(0, 1, 1, 1)[0]
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(model(x), y))
+
+
 def _check(results, ref):
     ref_losses, ref_params = ref
+    want_eval = _eval_of(ref_params)
+    for r in results:  # eval_batch's loss reaches every stage
+        torch.testing.assert_close(r["eval_after"], want_eval, rtol=RTOL, atol=0)
     for r in results:
         assert r["gas"] == 4
         torch.testing.assert_close(torch.tensor(r["losses"]), torch.tensor(ref_losses), rtol=RTOL, atol=0)
@@ -87,10 +103,23 @@ def test_two_stages_1f1b_match_one_process(two_stage, ref):
     assert sorted(r["stage"] for r in results) == [0, 1]
 
 
-@pytest.mark.parametrize("schedule,virtual", [("zero_bubble", 1), ("interleaved", 2)])
-def test_two_stages_match_one_process(schedule, virtual, ref):
-    results = run_distributed(_train, world_size=2, kwargs={"schedule": schedule, "virtual_stages": virtual})
-    _assert_tied_identical(_check(results, ref))
+CLIP = 0.25
+
+
+@pytest.fixture(scope="module")
+def ref_clipped():
+    norms = []
+    out = M.reference(clip=CLIP, norms=norms)
+    assert sum(n > CLIP for n in norms) >= 3  # clipping is active on several steps
+    return out
+
+
+@pytest.mark.parametrize("schedule,virtual,clip", [("zero_bubble", 1, CLIP), ("interleaved", 2, 0.0)])
+def test_two_stages_match_one_process(schedule, virtual, clip, ref, ref_clipped):
+    """Zero-bubble also clips gradients by the norm over both stages (the tied weight counted once)."""
+    results = run_distributed(_train, world_size=2, kwargs={"schedule": schedule, "virtual_stages": virtual,
+                                                            "clip": clip})
+    _assert_tied_identical(_check(results, ref_clipped if clip else ref))
     if schedule == "interleaved":
         assert all(r["few_micro_batches"] == (
             "ds_config.pipeline.schedule=\"interleaved\" needs a number of micro-batches divisible by the stages: "

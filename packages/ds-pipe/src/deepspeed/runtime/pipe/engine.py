@@ -203,7 +203,7 @@ class PipelineEngine(DeepSpeedEngine):
                    num_micro_batches=None):
         """Forward ``num_micro_batches`` (default: gradient_accumulation_steps) micro-batches; returns
         the loss (averaged as ``reduce_output`` says, on every stage when ``bcast_loss``) and, with
-        ``return_logits``, the last stage's outputs."""
+        ``return_logits``, the last micro-batch's outputs (on the last stage; None elsewhere)."""
         if reduce_output not in (None, "avg"):
             raise ValueError(f"eval_batch: reduce_output={reduce_output!r}; use 'avg' or None")
         micro_batches = self.micro_batches if num_micro_batches is None else int(num_micro_batches)
@@ -232,8 +232,10 @@ class PipelineEngine(DeepSpeedEngine):
             result = self._bcast_from_last(result)
         self.data_iterator = saved_iter
         self.module.train()
+        # DeepSpeed's: the last micro-batch's outputs (on the last stage)
+        self.outputs = self._eval_outputs[-1] if self.is_last_stage() and self._eval_outputs else None
         if return_logits:
-            return result, (self._eval_outputs if self.is_last_stage() else None)
+            return result, self.outputs
         return result
 
     # -- schedule execution ----------------------------------------------------------------------
@@ -440,7 +442,33 @@ class PipelineEngine(DeepSpeedEngine):
         self._exec_boundary = True
         self._driver.reduce_gradients()
 
+    def _clip_over_pipeline(self, max_norm: float) -> None:
+        """Clip by the norm of the whole model (every stage's gradients, tied copies counted once)
+        before the optimizer's own clipping, which then sees a norm within bounds and does nothing."""
+        from deepspeed.runtime.utils import clip_coefficient
+
+        reducer = self.reducer
+        reducer.ensure_views()
+        sq = torch.zeros((), dtype=torch.float32, device=self.device)
+        for p, view in zip(reducer.order, reducer.views):
+            if not getattr(p, "ds_pipe_replicated", False):
+                sq += view.float().pow(2).sum()
+        dist.all_reduce(sq, group=self._grid.get_model_parallel_group())
+        norm = sq.sqrt() / self._driver.loss_scale
+        if not torch.isfinite(norm):
+            return  # fp16 overflow: the optimizer skips the step
+        coef = clip_coefficient(norm, max_norm)
+        for flat in reducer.flats:
+            flat.mul_(coef.to(flat.dtype))
+
     def _exec_optimizer_step(self, cmd) -> None:
+        clip = self.gradient_clipping()
+        if clip > 0 and self.is_pipe_parallel:
+            if self.reducer is None:
+                raise NotImplementedError("gradient_clipping with a pipeline and ZeRO: the norm over every stage "
+                                          "is not implemented for ZeRO's partitions; remove gradient_clipping or "
+                                          "ZeRO")
+            self._clip_over_pipeline(clip)
         self._take_model_step(None)
         self._exec_boundary = False
         self.micro_steps += self.micro_batches

@@ -140,6 +140,10 @@ class PipelineModule(nn.Module):
         self.tied_weight_attrs: dict[str, list] = {}
         self._build()
         self.tied_comms = self._index_tied_modules()
+        for key, comm in self.tied_comms.items():
+            # DeepSpeed's mark: copies of a tied weight past its first stage do not count twice in norms
+            for w in self._tied_weights(key):
+                w.ds_pipe_replicated = self.global_rank != min(comm["ranks"])
         self._synchronize_tied_weights()
 
     # -- partitioning ----------------------------------------------------------------------------
