@@ -246,3 +246,14 @@ def bench_pipe(session: nox.Session) -> None:
     _install(session, _requires("ds-pipe"))
     ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
     session.run("python", "bench/pipe.py", "--reference-python", ref, *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_compression(session: nox.Session) -> None:
+    """ZeroQuant PTQ on the demo's Shakespeare GPT (int8 / int4 weight-only, W8A8): perplexity
+    change, model bytes and CPU tokens/s, ours vs torchao==0.18.0 (installed in this venv only,
+    torch pinned on the same pip command) vs fp32, alternating rounds; writes
+    bench/results/compression.json."""
+    _install(session, sorted(set(_requires("ds-compression")) | set(_requires("ds-ops-cpu"))), tested=[])
+    session.install("-c", str(CONSTRAINTS), TORCH, "torchao==0.18.0")
+    session.run("python", "bench/compression.py", *session.posargs)
