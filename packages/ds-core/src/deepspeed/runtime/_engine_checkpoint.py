@@ -181,7 +181,7 @@ def _write_manifest(engine, ckpt_dir: str, tag: str, per_rank: list) -> None:
             files[entry.name] = file_record(entry.path)
     world = dist.get_world_size() if engine._dist else 1
     manifest = Manifest(tag, world, int(engine.dp_world_size), int(engine.mp_world_size),
-                        int(engine.zero_optimization_stage()), files)
+                        int(getattr(engine._driver, "zero_stage", 0)), files)
     atomic_write_bytes(os.path.join(ckpt_dir, MANIFEST_NAME), manifest.to_bytes())
 
 
