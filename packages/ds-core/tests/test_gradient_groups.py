@@ -119,10 +119,40 @@ def test_optimizer_without_gradient_group_support_is_refused(monkeypatch):
         deepspeed.initialize(model=Net(0), config=CFG)
 
 
-def test_mixed_precision_with_gradient_groups_is_refused(monkeypatch):
-    monkeypatch.setattr(_features, "installed", lambda: FeatureSet.from_features(ShardFeature()))
-    with pytest.raises(NotImplementedError, match=r"fp16/bf16 without ZeRO is not supported with gradient groups"):
-        deepspeed.initialize(model=Net(0), config={**CFG, "bf16": {"enabled": True}})
+def _bf16_body():
+    import deepspeed.comm as dist
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    rank = dist.get_rank()
+    engine = DeepSpeedEngine(model=Net(rank), config={**CFG, "bf16": {"enabled": True}},
+                             features=FeatureSet.from_features(ShardFeature()))
+    start = {n: p.detach().float().clone() for n, p in engine.module.named_parameters()}
+    x, y = _data(rank)
+    engine.backward(torch.nn.functional.mse_loss(engine(x.bfloat16()).float(), y))
+    engine.step()
+    return start, engine.get_global_grad_norm()
+
+
+def test_bf16_norm_counts_every_shard():
+    """bf16 (fp32 master weights and gradients): the clipping norm still adds both shards. The
+    reference computes fp32 gradients from the same bf16-valued weights, so it agrees to ~1%
+    (bf16 activations); 3% is allowed, and leaving the other shard out would be off by more."""
+    results = run_distributed(_bf16_body, world_size=2)
+    sq = {"shared": 0.0, 0: 0.0, 1: 0.0}
+    shared = None
+    for rank, (start, _) in enumerate(results):
+        net = Net(rank)
+        net.load_state_dict(start)
+        x, y = _data(rank)
+        torch.nn.functional.mse_loss(net(x.bfloat16().float()), y).backward()
+        shared = {n: p.grad / 2 for n, p in net.named_parameters() if n.startswith("shared")} if shared is None else \
+            {n: shared[n] + p.grad / 2 for n, p in net.named_parameters() if n.startswith("shared")}
+        sq[rank] = sum((p.grad / 2).square().sum() for n, p in net.named_parameters() if n.startswith("sharded"))
+    sq["shared"] = sum(g.square().sum() for g in shared.values())
+    full = float(torch.sqrt(sq["shared"] + sq[0] + sq[1]))
+    for rank, (_, reported) in enumerate(results):
+        assert reported == pytest.approx(full, rel=0.03)
+        assert abs(float(torch.sqrt(sq["shared"] + sq[rank])) - full) > 0.06 * full  # a local norm would fail
 
 
 def test_a_parameter_in_two_groups_is_refused(monkeypatch):

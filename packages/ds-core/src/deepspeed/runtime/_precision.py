@@ -33,6 +33,9 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
         self.check_overflow = check_overflow
         self.overflow = False
         self._global_grad_norm: torch.Tensor | None = None
+        #: The global norm of gradients laid out like ``lp_grads`` (the engine's reducer sets it when
+        #: some parameters are sharded over data-parallel ranks); None: the local norm.
+        self.norm_fn = None
         self.lp_params = params
         self.lp_grads = lp_grads
         dtype = params[0].dtype
@@ -82,7 +85,7 @@ class MixedPrecisionOptimizer(DeepSpeedOptimizer):
             g.mul_(1.0 / scale)
         # Note: the norm doubles as the non-finite check; fp16 with a dynamic scale lowers the
         # scale on overflow (DeepSpeed), bf16 and static scales just skip (the engine warns).
-        norm = torch.linalg.vector_norm(g)
+        norm = torch.linalg.vector_norm(g) if self.norm_fn is None else self.norm_fn(g)
         self._global_grad_norm = norm
         self.overflow = not bool(torch.isfinite(norm))
         if self.overflow:

@@ -257,10 +257,6 @@ class DeepSpeedEngine(torch.nn.Module):
         if basic is not None and (self.fp16_enabled() or self.bfloat16_enabled()):
             if reducer is None or len(reducer.flats) != 1:
                 raise NotImplementedError("fp16/bf16 without ZeRO needs every trainable parameter in one dtype")
-            if reducer.gradient_groups:
-                raise NotImplementedError("fp16/bf16 without ZeRO is not supported with gradient groups (parameters "
-                                          "held by only some data-parallel ranks, e.g. expert-parallel experts) yet; "
-                                          "train them in fp32")
             cfg = self._config
             if self.fp16_enabled():
                 scaler = CreateLossScaler(torch.half, cfg.loss_scale, cfg.loss_scale == 0, cfg.dynamic_loss_scale_args)
@@ -268,6 +264,8 @@ class DeepSpeedEngine(torch.nn.Module):
                 scaler = CreateLossScaler(torch.bfloat16, 1.0, False, None)
             precision = engine_precision_optimizer(basic, reducer.order, reducer.flats[0], scaler,
                                                 clip_grad=self._grad_clip, check_overflow=self.fp16_enabled())
+            if reducer.gradient_groups:
+                precision.norm_fn = lambda g: reducer.global_norm([g])  # sharded parameters count once each
             separate = self.bfloat16_enabled()
         return DataParallelOptimizer(basic, reducer, precision, clip_grad=self._grad_clip,
                                      named_params=list(self.module.named_parameters()), separate_rank_file=separate)
