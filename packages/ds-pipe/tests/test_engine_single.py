@@ -59,6 +59,15 @@ def test_zero_2_and_3_are_refused_with_deepspeeds_reason(stage):
         _engine(zero_optimization={"stage": stage})
 
 
+@pytest.mark.parametrize("schedule,virtual", [("interleaved", 2), ("zero_bubble", 1)])
+def test_one_rank_schedules_match_one_process(schedule, virtual, ref):
+    """Two chunks on one rank pass activations and gradients locally; zero-bubble's split backward."""
+    engine = _engine(M.build(num_stages=1, virtual_stages=virtual), pipeline={"schedule": schedule})
+    torch.testing.assert_close(torch.tensor(_run(engine)), torch.tensor(ref[0]), rtol=1e-5, atol=0)
+    for k, v in engine.module.state_dict().items():
+        torch.testing.assert_close(v, ref[1][k], rtol=1e-5, atol=1e-7)
+
+
 def test_activation_checkpointing_matches(ref):
     engine = _engine(M.build(num_stages=1, activation_checkpoint_interval=2))
     torch.testing.assert_close(torch.tensor(_run(engine)), torch.tensor(ref[0]), rtol=1e-5, atol=0)

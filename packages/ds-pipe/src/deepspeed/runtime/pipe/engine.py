@@ -251,6 +251,7 @@ class PipelineEngine(DeepSpeedEngine):
     def _exec_schedule(self, sched) -> None:
         self._buffers = {}
         self._labels = {}
+        self._stashed_labels = []
         self._loads = 0
         try:
             for step_cmds in sched:
@@ -298,8 +299,14 @@ class PipelineEngine(DeepSpeedEngine):
         return None
 
     def _exec_load_micro_batch(self, cmd) -> None:
-        batch = self._next_batch()
         v = self._virtual(cmd) if hasattr(cmd, "chunk_id") else (0 if self.is_first_stage() else self._last_virtual())
+        if hasattr(cmd, "chunk_id") and 0 < v == self._last_virtual() and self.is_first_stage():
+            # one rank holds the first and the last virtual stage: the labels came with the inputs
+            self._labels[cmd.buffer_id] = self._stashed_labels.pop(0)
+            return
+        batch = self._next_batch()
+        if hasattr(cmd, "chunk_id") and v == 0 and self.is_last_stage() and self._last_virtual() > 0:
+            self._stashed_labels.append(_to_device(batch[1], self.device))
         if self.is_first_stage() and (v == 0 or not hasattr(cmd, "chunk_id")):
             inputs = _to_device(batch[0], self.device, self._compute_dtype())
             if self._training and self.module.activation_checkpoint_interval > 0:

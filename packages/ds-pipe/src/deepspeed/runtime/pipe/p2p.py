@@ -47,6 +47,10 @@ class Transfer:
         self._sent_meta: dict[int, list] = {}
         self._recv_meta: dict[int, tuple] = {}
         self._pending: list = []
+        self._rank = dist.get_rank() if dist.is_initialized() else 0
+        # Note: with virtual stages on one rank, a chunk may feed the next chunk of the same rank:
+        # those messages stay in this process (a FIFO per channel), with no collective.
+        self._local: dict[int, list] = {}
 
     # -- metadata ------------------------------------------------------------------------------------
 
@@ -87,6 +91,10 @@ class Transfer:
 
     def send_activations(self, outputs, dst: int, sender_virtual: int, training: bool) -> None:
         tensors = _as_tuple(outputs)
+        if dst == self._rank:
+            tag = channel_tag(sender_virtual, ACT, training=training)
+            self._local.setdefault(tag, []).append(tuple((t.detach(), needs_grad(t)) for t in tensors))
+            return
         for t in tensors:
             if not torch.is_tensor(t):
                 raise TypeError(f"a pipeline stage must output a tensor or a tuple of tensors; got an item of type "
@@ -108,6 +116,8 @@ class Transfer:
 
     def recv_activations(self, src: int, sender_virtual: int, training: bool) -> tuple:
         tag = channel_tag(sender_virtual, ACT, training=training)
+        if src == self._rank:
+            return tuple(t.requires_grad_(grad and training) for t, grad in self._local[tag].pop(0))
         meta_tag = channel_tag(sender_virtual, ACT, meta=True, training=training)
         if self.dynamic_shape or tag not in self._recv_meta:
             self._recv_meta[tag] = self._recv_meta_msg(src, meta_tag)
@@ -122,12 +132,17 @@ class Transfer:
 
     def send_grads(self, grads, dst: int, sender_virtual: int) -> None:
         tag = channel_tag(sender_virtual, GRAD)
+        if dst == self._rank:
+            self._local.setdefault(tag, []).append(tuple(g.detach() for g in grads))
+            return
         for g in grads:
             self._isend(g.detach(), dst, tag)
 
     def recv_grads(self, like, src: int, sender_virtual: int) -> tuple:
         """Gradients of the tensors ``like`` (this stage's outputs that need one)."""
         tag = channel_tag(sender_virtual, GRAD)
+        if src == self._rank:
+            return self._local[tag].pop(0)
         out = []
         for t in like:
             g = torch.empty_like(t, memory_format=torch.contiguous_format)
