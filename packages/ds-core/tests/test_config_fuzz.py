@@ -50,6 +50,8 @@ def _cases():
         ("fp16.min_loss_scale", 0, "fp16.min_loss_scale", {"fp16": {"enabled": True}}),
         ("zero_optimization.stage", 7, "zero_optimization.stage", {}),
         ("zero_optimization.stage", "2", "zero_optimization.stage", {}),
+        ("zero_optimization.stage", 2.5, "zero_optimization.stage", {}),
+        ("zero_optimization.stage", None, "zero_optimization.stage", {}),
         ("zero_optimization.reduce_bucket_size", 0, "zero_optimization.reduce_bucket_size", {}),
         ("zero_optimization.reduce_bucket_size", -5, "zero_optimization.reduce_bucket_size", {}),
         ("zero_optimization.allgather_bucket_size", 0, "zero_optimization.allgather_bucket_size", {}),
@@ -147,6 +149,8 @@ def test_the_wording_of_the_issue_cases():
         "ds_config.optimizer.params.weight_decay: must be a number >= 0 (got -1)"
     msg = _error(_build("zero_optimization.stage", 7, {}))
     assert msg.count("(got 7)") == 1 and "stage must be 0, 1, 2 or 3 (got 7)" in msg
+    assert _error(_build("zero_optimization.stage", 2.5, {})) == \
+        "ds_config.zero_optimization.stage: must be 0, 1, 2 or 3 (got 2.5)"  # was "0, 1, 2, 3 or 3"
     assert _error(_build("fp16.enabled", "yes", {})) == ("ds_config.fp16.enabled: must be true or false, written "
                                                          "without quotes (e.g. true), not a string (got 'yes')")
     assert "ds_config.fp16.initial_scale_power: Input should be less than or equal to 63 (got 100)" in _error(

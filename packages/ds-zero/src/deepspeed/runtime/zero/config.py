@@ -166,6 +166,11 @@ class DeepSpeedZeroConfig(DeepSpeedConfigModel):
             return int(v)
         if isinstance(v, str):
             raise ValueError("must be 0, 1, 2 or 3, written without quotes, not a string")
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, (int, ZeroStageEnum)):
+            # Note: pydantic would list the enum's values, alias included ("0, 1, 2, 3 or 3").
+            raise ValueError("must be 0, 1, 2 or 3")
         if isinstance(v, int) and not 0 <= v <= 3:
             # Note: DeepSpeed's sentence first (scripts match on it), then ours.
             raise ValueError(f"DeepSpeedConfig: Maximum supported ZeRO stage is 3; stage must be 0, 1, 2 or 3 (got {v})")
