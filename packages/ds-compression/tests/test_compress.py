@@ -300,3 +300,31 @@ def test_engine_applies_compression_and_steps_the_scheduler():
     assert falls(losses[3:])
     w, _ = fc1.effective_weight()
     assert int((w != 0).sum()) == round(0.4 * w.numel())
+
+
+def test_checkpoint_restores_the_schedule_and_masks(tmp_path):
+    import deepspeed
+
+    config = {"train_micro_batch_size_per_gpu": 16, "optimizer": {"type": "Adam", "params": {"lr": 3e-3}},
+              "compression_training": {
+                  "sparse_pruning": technique({"sp": {"params": {"dense_ratio": 0.4}, "modules": ["fc1"]}},
+                                              schedule_offset=2),
+                  "weight_quantization": technique({"wq": {"params": {"start_bits": 8, "target_bits": 4,
+                                                                      "quantization_period": 2},
+                                                           "modules": ["fc2"]}})}}
+    model, x, y = pretrained()
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    for i in range(5):
+        engine.backward(nn.functional.mse_loss(engine(x[:16]), y[:16]))
+        engine.step()
+    engine.save_checkpoint(str(tmp_path), tag="t")
+    other, *_ = deepspeed.initialize(model=make(), config=config)
+    assert not other.module.layers[0].fc1.sparse_pruning_enabled
+    other.load_checkpoint(str(tmp_path), tag="t")
+    a, b = engine.module.layers[0], other.module.layers[0]
+    assert b.fc1.sparse_pruning_enabled and torch.equal(a.fc1.sparse_pruning_mask, b.fc1.sparse_pruning_mask)
+    assert b.fc2.wq["bits"] == a.fc2.wq["bits"] == 7 and b.fc2.wq["steps"] == a.fc2.wq["steps"]
+    engine.eval()
+    other.eval()
+    with torch.no_grad():
+        assert torch.equal(engine(x), other(x))

@@ -8,7 +8,7 @@ class CompressionFeature(DeepSpeedFeature):
     name = "compression"
     order = Order.MODEL_REWRITE
     provides = FeatureProvides(
-        modules=("deepspeed.compression",),
+        modules=("deepspeed.compression", "deepspeed.ops.quantizer", "deepspeed.ops.fp_quantizer"),
         sections={
             # a technique matters once its shared_parameters.enabled is true
             "compression_training": SectionUse((Cond("*/shared_parameters/enabled", "in", (True,)),)),
@@ -50,6 +50,16 @@ class CompressionFeature(DeepSpeedFeature):
         scheduler = engine.module.__dict__.get("_ds_compression_scheduler")
         if scheduler is not None:
             scheduler.step()
+
+    def checkpoint_state(self, engine) -> dict | None:
+        scheduler = engine.module.__dict__.get("_ds_compression_scheduler")
+        return None if scheduler is None else scheduler.state_dict()
+
+    def load_checkpoint_state(self, engine, state, load_dir, tag, load_optimizer_states=True,
+                              load_module_only=False) -> None:
+        scheduler = engine.module.__dict__.get("_ds_compression_scheduler")
+        if scheduler is not None and state is not None:
+            scheduler.load_state_dict(state)
 
     def config_attributes(self, config) -> dict:
         return {"compression_config": config.model.compression_training.model_dump(),

@@ -42,7 +42,8 @@ def _section(deepspeed_config: Any) -> DeepSpeedCompressionConfig:
     if not isinstance(deepspeed_config, dict):
         raise ValueError(f"deepspeed_config must be a ds_config dict or the path of a JSON file, "
                          f"got {type(deepspeed_config).__name__}")
-    section = deepspeed_config.get(_PREFIX, deepspeed_config if "weight_quantization" in deepspeed_config else {})
+    bare = any(k in deepspeed_config for k in DeepSpeedCompressionConfig.model_fields)  # the section itself
+    section = deepspeed_config.get(_PREFIX, deepspeed_config if bare else {})
     try:
         return DeepSpeedCompressionConfig(**section)
     except ValidationError as exc:

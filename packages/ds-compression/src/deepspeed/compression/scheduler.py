@@ -81,3 +81,29 @@ class compression_scheduler:  # noqa: N801 (DeepSpeed's name)
             for m in layers:
                 if getattr(m, cfg_attr, None) is not None and not getattr(m, flag):
                     getattr(m, start)()
+
+    # -- checkpoints (the masks and scores are module buffers/parameters, saved with the model) --
+
+    _FLAGS = ("weight_quantization_enabled", "activation_quantization_enabled", "sparse_pruning_enabled",
+              "row_pruning_enabled", "head_pruning_enabled", "channel_pruning_enabled")
+
+    def state_dict(self) -> dict:
+        """The step count and which technique runs on which layer (with the bit schedule's state)."""
+        layers = {}
+        for name, m in self.model.named_modules():
+            if isinstance(m, COMPRESS_LAYERS):
+                layers[name] = {"flags": {f: bool(getattr(m, f)) for f in self._FLAGS},
+                                "wq": None if m.wq is None else {"bits": m.wq["bits"], "steps": m.wq["steps"]}}
+        return {"training_steps": self.training_steps, "layers": layers}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` without recomputing masks (they come back with the model)."""
+        self.training_steps = int(state["training_steps"])
+        for name, m in self.model.named_modules():
+            saved = state["layers"].get(name)
+            if saved is None or not isinstance(m, COMPRESS_LAYERS):
+                continue
+            for f, v in saved["flags"].items():
+                setattr(m, f, v)
+            if saved["wq"] is not None and m.wq is not None:
+                m.wq.update(saved["wq"])
