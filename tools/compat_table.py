@@ -60,6 +60,12 @@ NAMES = (
     "deepspeed.runtime.config.DeepSpeedConfig._do_sanity_check",
     "deepspeed.runtime.config.DeepSpeedConfig._initialize_params",
     "deepspeed.launcher.multinode_runner.OpenMPIRunner",
+    # also used by DeepSpeed's own test suite and examples
+    "deepspeed.utils.RepeatingLoader", "deepspeed.runtime.dataloader.RepeatingLoader",
+    "deepspeed.runtime.base_optimizer.ZeROOptimizer", "deepspeed.utils.set_log_level_from_string",
+    "deepspeed.runtime.zero.GatheredParameters", "deepspeed.runtime.zero.ZeroParamStatus",
+    "deepspeed.runtime.utils.prefix_sum_inc", "deepspeed.runtime.utils.is_model_parallel_parameter",
+    "deepspeed.checkpoint.constants.PARAM_SHAPES", "deepspeed.utils.torch.required_torch_version",
 )
 
 _PLANNED = "planned for {dist}, not implemented yet"

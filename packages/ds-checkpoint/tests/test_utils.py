@@ -48,3 +48,7 @@ def test_engine_state_dict_clone_and_file_names(tmp_path):
     from deepspeed.checkpoint.constants import BF16_ZERO_FILE_PREFIX, MODEL_FILE_PREFIX, OPTIM_FILE_SUFFIX
 
     assert os.path.isfile(os.path.join(folder, f"{BF16_ZERO_FILE_PREFIX}0_{MODEL_FILE_PREFIX}00{OPTIM_FILE_SUFFIX}"))
+    from deepspeed.checkpoint.constants import BUFFER_NAMES, DS_VERSION, FROZEN_PARAM_SHAPES, PARAM_SHAPES
+
+    states = torch.load(get_model_ckpt_name_for_rank(folder, "00"), weights_only=True)
+    assert {PARAM_SHAPES, BUFFER_NAMES, FROZEN_PARAM_SHAPES, DS_VERSION} <= set(states)

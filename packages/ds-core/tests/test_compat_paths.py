@@ -205,3 +205,53 @@ def test_constants_exceptions_and_torch_helpers():
     assert is_functorch_transforming() is False
     flags = torch.func.grad(lambda x: (x * float(is_functorch_transforming())).sum())(torch.ones(2))
     assert torch.equal(flags, torch.ones(2))
+
+
+def test_repeating_loader_log_level_and_small_runtime_helpers(caplog):
+    import logging
+
+    from deepspeed.runtime.dataloader import RepeatingLoader
+    from deepspeed.runtime.utils import is_model_parallel_parameter, prefix_sum_inc
+    from deepspeed.utils import RepeatingLoader as FromUtils
+    from deepspeed.utils import logger, set_log_level_from_string
+
+    assert FromUtils is RepeatingLoader
+    sampler = torch.utils.data.DistributedSampler(range(4), num_replicas=1, rank=0, shuffle=True, seed=0)
+    loader = torch.utils.data.DataLoader(list(range(4)), batch_size=2, sampler=sampler)
+    loader.set_epoch = sampler.set_epoch  # what DeepSpeedDataLoader offers
+    it = RepeatingLoader(loader)
+    epochs = [sorted(int(v) for _ in range(2) for v in next(it)) for _ in range(3)]
+    assert epochs == [[0, 1, 2, 3]] * 3 and it.epoch == 2 and sampler.epoch == 2  # restarted, reshuffled
+    with pytest.raises(ValueError, match="the loader yields no batch"):
+        next(RepeatingLoader([]))
+
+    before = logger.level
+    try:
+        set_log_level_from_string("warning")
+        assert logger.level == logging.WARNING and all(h.level == logging.WARNING for h in logger.handlers)
+        with pytest.raises(ValueError, match="log level 'loud' is not one of debug, info, warning, error, critical"):
+            set_log_level_from_string("loud")
+    finally:
+        logger.setLevel(before)
+        for h in logger.handlers:
+            h.setLevel(before)
+
+    assert prefix_sum_inc([3, 4, 5]) == [3, 7, 12]
+    p = torch.nn.Parameter(torch.ones(2))
+    assert is_model_parallel_parameter(p) is False
+    p.tensor_model_parallel = True  # Megatron's attribute
+    assert is_model_parallel_parameter(p) is True
+
+
+def test_zero_optimizer_base_class():
+    from deepspeed.runtime.base_optimizer import DeepSpeedOptimizer, ZeROOptimizer
+    from deepspeed.runtime.fp16.fused_optimizer import FP16_Optimizer
+
+    class Partitioning(DeepSpeedOptimizer):
+        def __init__(self, stage):
+            self.zero_stage = stage
+
+    assert isinstance(Partitioning(2), ZeROOptimizer) and not isinstance(Partitioning(0), ZeROOptimizer)
+    model = torch.nn.Linear(2, 2).half()
+    assert not isinstance(FP16_Optimizer(torch.optim.SGD(model.parameters(), lr=0.1)), ZeROOptimizer)
+    assert not isinstance(object(), ZeROOptimizer)

@@ -24,12 +24,15 @@ def _body():
     MultipleAllGatherHandles(works).wait()
     out["gathered"] = [o.tolist() for o in outs]
 
+    from deepspeed.runtime.base_optimizer import ZeROOptimizer
+
     for stage in (0, 1, 2, 3):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
         cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "Adam", "params": {"lr": 0.1}},
                "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
         engine, *_ = deepspeed.initialize(model=model, config=cfg)
+        out[f"zero_optimizer{stage}"] = isinstance(engine.optimizer, ZeROOptimizer)
         g = torch.Generator().manual_seed(rank)
         engine.backward(engine(torch.randn(2, 5, generator=g)).pow(2).mean())
         params = list(engine.module.parameters())
@@ -51,6 +54,7 @@ def test_safe_update_full_grad_vectorized_and_multiple_allgather_handles():
         assert rank_out["gathered"] == [[0.0, 0.0, 1.0, 1.0], [10.0, 10.0, 10.0, 11.0, 11.0, 11.0]]
         for stage in (0, 1, 2, 3):
             assert rank_out[stage] < 1e-6, (stage, rank_out[stage])
+            assert rank_out[f"zero_optimizer{stage}"] is (stage > 0)  # DeepSpeed's ZeROOptimizer base
 
 
 class _Handle:
@@ -80,3 +84,14 @@ def test_refusals_carry_deepspeeds_wording(config, message):
     for exc_type in (ValueError, AssertionError):
         with pytest.raises(exc_type, match=message):
             DeepSpeedConfig({"train_batch_size": 2, **config}, world_size=1)
+
+
+def test_runtime_zero_exports_deepspeeds_names():
+    from deepspeed.runtime.zero import GatheredParameters, Init, ZeroParamStatus, register_external_parameter
+    from deepspeed.runtime.zero import partition_parameters as pp
+
+    assert (GatheredParameters, Init, ZeroParamStatus, register_external_parameter) == (
+        pp.GatheredParameters, pp.Init, pp.ZeroParamStatus, pp.register_external_parameter)
+    lin = torch.nn.Linear(2, 2)
+    with GatheredParameters(list(lin.parameters())):  # not partitioned: a no-op, as in DeepSpeed
+        assert lin.weight.shape == (2, 2)

@@ -12,6 +12,11 @@ LAYER_FILE_PREFIX = "layer_"
 
 # keys
 OPTIMIZER_STATE_DICT = "optimizer_state_dict"
+FP32_GROUPS = "fp32_groups"
+BASE_OPTIMIZER_STATE = "base_optimizer_state"
+SINGLE_PARTITION_OF_FP32_GROUPS = "single_partition_of_fp32_groups"
+PARAM_GROUPS = "param_groups"
+PARAM = "param"
 FP32_FLAT_GROUPS = "fp32_flat_groups"
 PARAM_SHAPES = "param_shapes"
 BUFFER_NAMES = "buffer_names"

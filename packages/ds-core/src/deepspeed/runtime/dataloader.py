@@ -1,5 +1,7 @@
 """``DeepSpeedDataLoader``: the loader ``initialize(training_data=...)`` returns: each
-data-parallel rank reads its own shard (``DistributedSampler``) in micro-batches."""
+data-parallel rank reads its own shard (``DistributedSampler``) in micro-batches.
+``RepeatingLoader`` restarts a loader when it is exhausted (DeepSpeed's, for ``train_batch``
+loops that never end an epoch)."""
 
 from __future__ import annotations
 
@@ -32,3 +34,29 @@ class DeepSpeedDataLoader:
 
     def __len__(self) -> int:
         return len(self._loader)
+
+
+class RepeatingLoader:
+    """Iterate over ``loader`` forever: when it is exhausted it is iterated again (a new epoch;
+    ``set_epoch`` is called on it first when it has one, so a shuffling sampler reshuffles)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.epoch = 0
+        self.data_iter = iter(self.loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self.data_iter)
+        except StopIteration:
+            self.epoch += 1
+            if hasattr(self.loader, "set_epoch"):
+                self.loader.set_epoch(self.epoch)
+            self.data_iter = iter(self.loader)
+            try:
+                return next(self.data_iter)
+            except StopIteration:
+                raise ValueError("RepeatingLoader: the loader yields no batch; give it a non-empty dataset") from None

@@ -1,6 +1,6 @@
 """``deepspeed.runtime.utils``: the few helpers integrations import from DeepSpeed's path
 (``move_to_device``, ``see_memory_usage``, ``clip_grad_norm_``, ``partition_uniform``,
-``partition_balanced``)."""
+``partition_balanced``, ``prefix_sum_inc``, ``is_model_parallel_parameter``)."""
 
 from __future__ import annotations
 
@@ -105,3 +105,18 @@ def partition_balanced(weights, num_parts: int) -> list[int]:
         parts.append(cut[j][parts[-1]])
     parts.reverse()
     return parts
+
+
+def is_model_parallel_parameter(p) -> bool:
+    """Whether ``p`` is split across tensor-parallel ranks (Megatron's ``tensor_model_parallel``
+    or DeepSpeed's ``model_parallel`` attribute is true)."""
+    return bool(getattr(p, "model_parallel", False) or getattr(p, "tensor_model_parallel", False))
+
+
+def prefix_sum_inc(weights) -> list:
+    """Inclusive prefix sums: ``[3, 4, 5]`` -> ``[3, 7, 12]``."""
+    out, total = [], 0
+    for w in weights:
+        total = total + w
+        out.append(total)
+    return out

@@ -7,7 +7,7 @@ import pkgutil
 
 __path__ = pkgutil.extend_path(__path__, __name__)
 
-from deepspeed.utils.logging import log_dist, logger  # noqa: E402
+from deepspeed.utils.logging import log_dist, logger, set_log_level_from_string  # noqa: E402
 
 # Note: DeepSpeed exposes ZeRO helpers at deepspeed.utils; they live in feature packages and are
 # resolved on first use (the generated provider table says where), so ds-core alone imports
@@ -15,7 +15,15 @@ from deepspeed.utils.logging import log_dist, logger  # noqa: E402
 from deepspeed._providers import UTILS as _FROM_FEATURES  # noqa: E402
 
 
+#: DeepSpeed's names at deepspeed.utils that live elsewhere in core (imported on first use).
+_FROM_CORE = {"RepeatingLoader": "deepspeed.runtime.dataloader"}
+
+
 def __getattr__(name):
+    if name in _FROM_CORE:
+        value = getattr(importlib.import_module(_FROM_CORE[name]), name)
+        globals()[name] = value
+        return value
     if name in _FROM_FEATURES:
         module_name, dist = _FROM_FEATURES[name]
         try:
@@ -37,7 +45,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_FROM_FEATURES))
+    return sorted(set(globals()) | set(_FROM_FEATURES) | set(_FROM_CORE))
 
 
-__all__ = ["log_dist", "logger"]
+__all__ = ["log_dist", "logger", "set_log_level_from_string"]

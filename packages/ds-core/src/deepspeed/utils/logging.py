@@ -47,3 +47,25 @@ def print_dist(message: str, ranks: Iterable[int] | None = None) -> None:
     rank = _rank()
     if ranks is None or -1 in ranks or rank in ranks:
         print(f"[Rank {rank}] {message}", flush=True)
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+           "critical": logging.CRITICAL}
+
+
+def get_log_level_from_string(log_level_str: str) -> int:
+    """``"info"`` -> ``logging.INFO`` (DeepSpeed's helper; case-insensitive)."""
+    level = _LEVELS.get(str(log_level_str).lower())
+    if level is None:
+        raise ValueError(f"log level {log_level_str!r} is not one of {', '.join(_LEVELS)}")
+    return level
+
+
+def set_log_level_from_string(log_level_str: str, custom_logger: logging.Logger | None = None) -> None:
+    """Set ``custom_logger`` (DeepSpeed's logger by default) and its handlers to the level named
+    ``log_level_str``."""
+    level = get_log_level_from_string(log_level_str)
+    target = logger if custom_logger is None else custom_logger
+    target.setLevel(level)
+    for handler in target.handlers:
+        handler.setLevel(level)
