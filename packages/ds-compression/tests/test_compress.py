@@ -328,3 +328,25 @@ def test_checkpoint_restores_the_schedule_and_masks(tmp_path):
     other.eval()
     with torch.no_grad():
         assert torch.equal(engine(x), other(x))
+
+
+def test_weight_quantization_of_embedding_and_conv_layers():
+    torch.manual_seed(0)
+    emb = nn.Sequential(nn.Embedding(50, 16), nn.Flatten(), nn.Linear(16 * 3, 4))
+    config = cfg(weight_quantization=technique({"wq": {"params": {"start_bits": 8, "target_bits": 3},
+                                                       "modules": ["^0$"]}},
+                                               quantize_weight_in_forward=True, quantize_groups=50))
+    init_compression(emb, config)
+    compression_scheduler(emb, config)
+    ids = torch.randint(0, 50, (8, 3))
+    before, after, emb = clean_matches(emb, config, ids)
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+    assert type(emb[0]) is nn.Embedding and distinct_per_group(emb[0].weight, 50) <= 7  # one group per row
+    config = cfg(weight_quantization=technique({"wq": {"params": {"start_bits": 4, "target_bits": 4},
+                                                       "modules": ["conv"]}},
+                                               quantize_weight_in_forward=True, quantize_groups=8))
+    model, x, y, losses = compress_and_train(config, cls=ConvNet, steps=30)
+    assert falls(losses)
+    before, after, model = clean_matches(model, config, x)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+    assert type(model.conv2) is nn.Conv2d and distinct_per_group(model.conv2.weight, 8) <= 15

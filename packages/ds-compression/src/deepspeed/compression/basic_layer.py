@@ -54,7 +54,7 @@ class _CompressMixin:
         self.activation_quantization_enabled = False
         self.aq = None  # dict(bits, type, range)
         self.sparse_pruning_enabled = False
-        self.sparse = None  # dict(dense_ratio, method)
+        self.sparse_cfg = None  # dict(dense_ratio, method); not `sparse`: nn.Embedding owns that name
         self.row_pruning_enabled = False
         self.row = None
         self.head_pruning_enabled = False
@@ -81,7 +81,7 @@ class _CompressMixin:
         self.register_buffer("act_range_set", torch.zeros((), dtype=torch.bool, device=self.weight.device))
 
     def enable_sparse_pruning(self, dense_ratio, method):
-        self.sparse = dict(dense_ratio=dense_ratio, method=method)
+        self.sparse_cfg = dict(dense_ratio=dense_ratio, method=method)
         self.register_buffer("sparse_pruning_mask", torch.ones_like(self.weight))
         if method == "topk":
             self.sparse_mask_scores = nn.Parameter(self.weight.detach().abs().clone())
@@ -99,8 +99,8 @@ class _CompressMixin:
     # -- switching on (scheduler) ------------------------------------------------------------
 
     def start_sparse_pruning(self) -> None:
-        if self.sparse["method"] == "l1":
-            self.sparse_pruning_mask.copy_(_topk_mask(self.weight.detach().abs(), self.sparse["dense_ratio"]))
+        if self.sparse_cfg["method"] == "l1":
+            self.sparse_pruning_mask.copy_(_topk_mask(self.weight.detach().abs(), self.sparse_cfg["dense_ratio"]))
         self.sparse_pruning_enabled = True
 
     def start_row_pruning(self) -> None:
@@ -113,8 +113,8 @@ class _CompressMixin:
     def current_sparse_mask(self) -> torch.Tensor | None:
         if not self.sparse_pruning_enabled:
             return None
-        if self.sparse["method"] == "topk":
-            return _TopK.apply(self.sparse_mask_scores, self.sparse["dense_ratio"])
+        if self.sparse_cfg["method"] == "topk":
+            return _TopK.apply(self.sparse_mask_scores, self.sparse_cfg["dense_ratio"])
         return self.sparse_pruning_mask
 
     def current_row_mask(self) -> torch.Tensor | None:

@@ -72,7 +72,7 @@ class compression_scheduler:  # noqa: N801 (DeepSpeed's name)
                 if m.aq is not None:
                     m.activation_quantization_enabled = True
         for technique, flag, start, cfg_attr in (
-                ("sparse_pruning", "sparse_pruning_enabled", "start_sparse_pruning", "sparse"),
+                ("sparse_pruning", "sparse_pruning_enabled", "start_sparse_pruning", "sparse_cfg"),
                 ("row_pruning", "row_pruning_enabled", "start_row_pruning", "row"),
                 ("head_pruning", "head_pruning_enabled", "start_head_pruning", "head"),
                 ("channel_pruning", "channel_pruning_enabled", "start_channel_pruning", "channel")):
