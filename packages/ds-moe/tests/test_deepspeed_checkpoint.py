@@ -53,3 +53,40 @@ def test_our_checkpoint_has_deepspeeds_layout(tmp_path):
     ref = torch.load(os.path.join(DATA, "deepspeed_0.19.8_moe", "global_step2",
                                   "layer_0_expert_3_mp_rank_00_model_states.pt"), weights_only=True)
     assert sorted(expert) == sorted(ref)  # same keys: full names with the global expert id
+
+
+def test_older_expert_file_names_load(tmp_path):
+    """DeepSpeed's older layout: ``expert_<E>_mp_rank_00_model_states.pt`` (no layer id)."""
+    import deepspeed
+
+    cfg = {"train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.5}}}
+    src = os.path.join(DATA, "deepspeed_0.19.8_moe")
+    expected = torch.load(os.path.join(src, "expected.pt"), weights_only=True)
+    old = tmp_path / "global_step2"
+    old.mkdir()
+    for name in os.listdir(os.path.join(src, "global_step2")):
+        data = open(os.path.join(src, "global_step2", name), "rb").read()
+        new = name.replace("layer_0_expert_", "expert_")
+        (old / new).write_bytes(data)
+    (tmp_path / "latest").write_text("global_step2")
+    assert not any(f.startswith("layer_") for f in os.listdir(old))
+    engine, *_ = deepspeed.initialize(model=Tiny(), config=cfg)
+    engine.load_checkpoint(str(tmp_path), load_optimizer_states=False)
+    engine.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(engine(expected["input"])[0], expected["logits"], atol=1e-6, rtol=1e-6)
+
+
+def test_missing_expert_file_is_an_error(tmp_path):
+    import shutil
+
+    import deepspeed
+    import pytest
+
+    shutil.copytree(os.path.join(DATA, "deepspeed_0.19.8_moe"), tmp_path / "ckpt")
+    os.remove(tmp_path / "ckpt" / "global_step2" / "layer_0_expert_2_mp_rank_00_model_states.pt")
+    engine, *_ = deepspeed.initialize(model=Tiny(), config={
+        "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "SGD", "params": {"lr": 0.5}}})
+    with pytest.raises(FileNotFoundError, match=r"layer_0_expert_2_mp_rank_00_model_states.pt is missing \(MoE layer 0 "
+                                                r"'moe', expert 2\); the checkpoint is incomplete"):
+        engine.load_checkpoint(str(tmp_path / "ckpt"), load_optimizer_states=False)

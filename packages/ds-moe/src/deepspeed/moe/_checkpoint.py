@@ -92,8 +92,8 @@ def load(engine, saved: dict | None, load_dir: str, tag: str) -> None:
                 old = expert_file(ckpt_dir, -1, global_id, mp)
                 if os.path.exists(old):
                     path = old
-                elif saved is None:
-                    continue  # Note: a checkpoint without MoE records nor expert files: the module load had them
+                elif saved is None and not getattr(layer.deepspeed_moe.experts, "_ds_from_files", False):
+                    continue  # Note: no MoE records, no expert files, and the module load had the experts
                 else:
                     raise FileNotFoundError(f"expert checkpoint {path} is missing (MoE layer {layer_id} '{name}', "
                                             f"expert {global_id}); the checkpoint is incomplete")
@@ -128,7 +128,8 @@ def tolerate_other_layouts(experts: torch.nn.Module) -> None:
         keys = [k for k in state_dict if k.startswith(inner)]
         ids = {int(m.group(1)) for k in keys if (m := _LOCAL.match(k[len(prefix):]))}
         module._ds_skipped = None
-        if ids != set(range(module.num_local_experts)):
+        module._ds_from_files = ids != set(range(module.num_local_experts))
+        if module._ds_from_files:
             for k in keys:
                 del state_dict[k]
             module._ds_skipped = inner
