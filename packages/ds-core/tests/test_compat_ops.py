@@ -62,15 +62,17 @@ def test_cpu_builders_resolve_to_the_ops_package_and_load(accelerator):
 
     from deepspeed.ops.op_builder import CPUAdagradBuilder, CPUAdamBuilder, CPULionBuilder
 
+    from ds_ops_cpu import op_builders as ops_builders
+
     accelerator(OpsCPU())
     for cls, fn in ((CPUAdamBuilder, "adam_step"), (CPUAdagradBuilder, "adagrad_step"), (CPULionBuilder, "lion_step")):
         builder = cls()
-        assert type(builder).__module__ == "ds_ops_cpu.op_builders"
+        assert isinstance(builder, getattr(ops_builders, cls.__name__))  # the ops package's builder
         assert isinstance(builder, cls) and isinstance(builder, OpBuilder) and builder.NAME == cls.NAME
         assert builder.is_compatible() is True
         module = builder.load()  # what DeepSpeed's optimizers do: CPUAdamBuilder().load()
-        assert callable(getattr(module, fn))
-        assert module is get_accelerator().create_op_builder(cls.NAME).load()
+        native = get_accelerator().create_op_builder(cls.NAME).load()
+        assert getattr(module, fn) is getattr(native, fn)  # the same kernels, plus DeepSpeed's functions
 
 
 @needs_cpu_ops
@@ -80,8 +82,10 @@ def test_host_ops_fall_back_to_cpu_under_a_device_accelerator(accelerator):
 
     from deepspeed.ops.op_builder import CPUAdamBuilder, FusedAdamBuilder
 
+    from ds_ops_cpu.op_builders import CPUAdamBuilder as OpsCPUAdamBuilder
+
     accelerator(CUDA_Accelerator())
-    assert type(CPUAdamBuilder()).__module__ == "ds_ops_cpu.op_builders"  # a host op: the cpu builder
+    assert isinstance(CPUAdamBuilder(), OpsCPUAdamBuilder)  # a host op: the cpu builder
     fused = FusedAdamBuilder()
     assert isinstance(fused, FusedAdamBuilder) and fused.is_compatible() is False
     with pytest.raises(RuntimeError, match=r"FusedAdamBuilder\(\)\.load\(\): no installed ops package provides the "
@@ -212,3 +216,61 @@ def test_per_op_builder_modules(module, class_name):
     builder = cls()  # DeepSpeed's code: PinMemoryBuilder().load() / .is_compatible()
     assert isinstance(builder, cls) and builder.NAME == cls.NAME
     assert builder.is_compatible() in (True, False)
+
+
+def _grads(steps, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, generator=g), [torch.randn(n, generator=g) for _ in range(steps)]
+
+
+@needs_cpu_ops
+@pytest.mark.parametrize("adamw_mode, torch_cls", [(True, torch.optim.AdamW), (False, torch.optim.Adam)])
+def test_deepspeed_adam_call_interface(adamw_mode, torch_cls):
+    # the calls DeepSpeed's DeepSpeedCPUAdam makes on CPUAdamBuilder().load()
+    from deepspeed.ops.op_builder import CPUAdamBuilder
+
+    ds_opt_adam = CPUAdamBuilder().load()
+    p0, grads = _grads(3, 1000)
+    param, exp_avg, exp_avg_sq = p0.clone(), torch.zeros(1000), torch.zeros(1000)
+    ref_param = torch.nn.Parameter(p0.clone())
+    ref = torch_cls([ref_param], lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    assert ds_opt_adam.create_adam(7, 1e-2, 0.9, 0.99, 1e-8, 0.1, adamw_mode, False) == 0
+    for step, grad in enumerate(grads, start=1):
+        ds_opt_adam.adam_update(7, step, 1e-2, 0.9, 0.99, 1e-8, 0.1, True, param, grad, exp_avg, exp_avg_sq)
+        ref_param.grad = grad.clone()
+        ref.step()
+    assert torch.allclose(param, ref_param.detach(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(exp_avg_sq, ref.state[ref_param]["exp_avg_sq"], rtol=1e-6, atol=1e-9)
+    ds_opt_adam.destroy_adam(7)
+    with pytest.raises(ValueError, match=r"adam_update: no adam optimizer with id 7; call create_adam\(7, ...\) first"):
+        ds_opt_adam.adam_update(7, 4, 1e-2, 0.9, 0.99, 1e-8, 0.1, True, param, grads[0], exp_avg, exp_avg_sq)
+    ds_opt_adam.create_adam(8, 1e-2, 0.9, 0.99, 1e-8, 0.0, True, False)
+    with pytest.raises(ValueError, match="adam_update: grads must be a contiguous float32 CPU tensor"):
+        ds_opt_adam.adam_update(8, 1, 1e-2, 0.9, 0.99, 1e-8, 0.0, True, param, grads[0].bfloat16(), exp_avg, exp_avg_sq)
+
+
+@needs_cpu_ops
+def test_deepspeed_adagrad_and_lion_call_interfaces():
+    from deepspeed.ops.op_builder import CPUAdagradBuilder, CPULionBuilder
+    from deepspeed.testing.reference import ReferenceLion
+
+    adagrad, lion = CPUAdagradBuilder().load(), CPULionBuilder().load()
+    p0, grads = _grads(3, 777, seed=1)
+    a, a_sum, a_ref = p0.clone(), torch.zeros(777), torch.nn.Parameter(p0.clone())
+    a_opt = torch.optim.Adagrad([a_ref], lr=0.1, eps=1e-10, weight_decay=0.01)
+    lp, l_avg, l_ref = p0.clone(), torch.zeros(777), torch.nn.Parameter(p0.clone())
+    l_opt = ReferenceLion([l_ref], lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    adagrad.create_adagrad(0, 0.1, 1e-10, 0.01, False)
+    lion.create_lion(0, 1e-3, 0.9, 0.99, 0.1, False)
+    for step, grad in enumerate(grads, start=1):
+        adagrad.adagrad_update(0, step, 0.1, 1e-10, 0.01, a, grad, a_sum)
+        lion.lion_update(0, step, 1e-3, 0.9, 0.99, 0.1, lp, grad, l_avg)
+        a_ref.grad, l_ref.grad = grad.clone(), grad.clone()
+        a_opt.step()
+        l_opt.step()
+    assert torch.allclose(a, a_ref.detach(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(lp, l_ref.detach(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="lion_update: exp_avg has 3 elements, the params have 777"):
+        lion.lion_update(0, 4, 1e-3, 0.9, 0.99, 0.1, lp, grads[0], torch.zeros(3))
+    adagrad.destroy_adagrad(0)
+    lion.destroy_lion(0)

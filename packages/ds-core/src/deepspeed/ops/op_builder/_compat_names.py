@@ -66,8 +66,30 @@ def provider_class(op_name: str, host_op: bool) -> type | None:
     plugins = _plugins.op_builders()
     for key in candidates:
         if key in plugins:
-            return plugins[key].load()
+            return _with_deepspeed_calls(plugins[key].load(), op_name)
     return None
+
+
+_api_classes: dict[type, type] = {}
+
+
+def _with_deepspeed_calls(cls: type, op_name: str) -> type:
+    """For an op whose DeepSpeed call interface differs from the kernel's (the CPU optimizers'
+    ``create_adam``/``adam_update``/...), a subclass of the provider's builder whose ``load()``
+    returns the module with DeepSpeed's functions added (:mod:`._kernel_api`)."""
+    from deepspeed.ops.op_builder import _kernel_api
+
+    if op_name not in _kernel_api._APIS:
+        return cls
+    if cls not in _api_classes:
+        def load(self, verbose: bool = True):
+            # the provider's own builder loads (and caches) the module, as the accelerator's does
+            return _kernel_api.with_deepspeed_api(op_name, cls().load(verbose))
+
+        _api_classes[cls] = type(cls.__name__, (cls,), {
+            "load": load, "jit_load": load, "__module__": __name__, "__qualname__": cls.__qualname__,
+            "__doc__": f"{cls.__module__}.{cls.__qualname__}, whose load() also offers DeepSpeed's call interface."})
+    return _api_classes[cls]
 
 
 def missing_reason(op_name: str, host_op: bool) -> str:
