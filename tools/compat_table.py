@@ -66,6 +66,7 @@ NAMES = (
     "deepspeed.runtime.zero.GatheredParameters", "deepspeed.runtime.zero.ZeroParamStatus",
     "deepspeed.runtime.utils.prefix_sum_inc", "deepspeed.runtime.utils.is_model_parallel_parameter",
     "deepspeed.checkpoint.constants.PARAM_SHAPES", "deepspeed.utils.torch.required_torch_version",
+    "deepspeed.OnDevice", "deepspeed.utils.OnDevice",
 )
 
 _PLANNED = "planned for {dist}, not implemented yet"

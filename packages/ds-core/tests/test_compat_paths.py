@@ -255,3 +255,25 @@ def test_zero_optimizer_base_class():
     model = torch.nn.Linear(2, 2).half()
     assert not isinstance(FP16_Optimizer(torch.optim.SGD(model.parameters(), lr=0.1)), ZeROOptimizer)
     assert not isinstance(object(), ZeROOptimizer)
+
+
+def test_on_device_builds_modules_on_a_device_and_dtype():
+    import deepspeed
+    from deepspeed.utils import OnDevice as FromUtils
+    from deepspeed.utils.init_on_device import OnDevice
+
+    assert deepspeed.OnDevice is OnDevice and FromUtils is OnDevice
+    with deepspeed.OnDevice(dtype=torch.float16, device="meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.LayerNorm(1024))
+        explicit = torch.zeros(2, dtype=torch.float32)
+    assert all(p.device.type == "meta" and p.dtype == torch.float16 for p in model.parameters())
+    assert explicit.dtype == torch.float32 and explicit.device.type == "meta"
+    assert torch.get_default_dtype() == torch.float32 and torch.empty(1).device.type == "cpu"  # restored
+    with OnDevice(dtype=torch.bfloat16, device="cpu"):
+        lin = torch.nn.Linear(2, 2)
+    assert lin.weight.dtype == torch.bfloat16 and lin.weight.device.type == "cpu"
+    with OnDevice(dtype=torch.float16, device="meta", enabled=False):
+        off = torch.nn.Linear(2, 2)
+    assert off.weight.dtype == torch.float32 and off.weight.device.type == "cpu"
+    with pytest.raises(ValueError, match="dtype must be a floating-point dtype"):
+        OnDevice(dtype=torch.int8)

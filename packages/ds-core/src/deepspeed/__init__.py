@@ -25,6 +25,7 @@ _LAZY = {
     "get_accelerator": "deepspeed.accelerator",
     "logger": "deepspeed.utils",
     "log_dist": "deepspeed.utils",
+    "OnDevice": "deepspeed.utils.init_on_device",
 }
 # ds-core's own subpackages, and those of the feature packages (from the generated provider table).
 _CORE_SUBMODULES = {

@@ -16,7 +16,7 @@ from deepspeed._providers import UTILS as _FROM_FEATURES  # noqa: E402
 
 
 #: DeepSpeed's names at deepspeed.utils that live elsewhere in core (imported on first use).
-_FROM_CORE = {"RepeatingLoader": "deepspeed.runtime.dataloader"}
+_FROM_CORE = {"RepeatingLoader": "deepspeed.runtime.dataloader", "OnDevice": "deepspeed.utils.init_on_device"}
 
 
 def __getattr__(name):
