@@ -51,7 +51,7 @@ def _has_own_before_validator(cls, field: str) -> bool:
 
 def refuse_string_scalar(cls, value: Any, field: str | None) -> Any:
     """``value`` unchanged, unless it is a string for a bool/int/float-only field: then ValueError."""
-    if not isinstance(value, str) or field is None:
+    if not isinstance(value, str) or field is None or value.strip().lower() == "auto":
         return value
     info = cls.model_fields.get(field)
     if info is None:
