@@ -11,7 +11,7 @@ of ``--batch`` windows, timed in rounds that alternate the variants (the order r
 round; this machine is shared), median over rounds. torchao is optional (``nox -s
 bench_compression`` installs it); without it only ours and fp32 are measured.
 
-    python bench/compression.py --steps 600 --rounds 15 --out bench/results/compression.json
+    python bench/compression.py --steps 200 --rounds 15 --out bench/results/compression.json
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def load_text():
     return torch.tensor([stoi[c] for c in text], dtype=torch.long), len(chars)
 
 
-def train(ids, vocab, steps, batch=16, lr=2e-3):
+def train(ids, vocab, steps, batch=8, lr=3e-3):
     from gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
@@ -119,7 +119,7 @@ def torchao_variant(model, scheme, group):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=600, help="training steps before quantizing")
+    ap.add_argument("--steps", type=int, default=200, help="training steps before quantizing")
     ap.add_argument("--rounds", type=int, default=15, help="timing rounds (alternating variants)")
     ap.add_argument("--iters", type=int, default=3, help="forward passes per variant per round")
     ap.add_argument("--batch", type=int, default=8, help="windows of 128 tokens per forward pass")
