@@ -14,10 +14,11 @@ def pipe(section):
 def test_defaults_and_values():
     assert pipe({}).pipeline == {"stages": "auto", "partition": "best", "seed_layers": False,
                                  "activation_checkpoint_interval": 0, "pipe_partitioned": True,
-                                 "grad_partitioned": True}
+                                 "grad_partitioned": True, "schedule": "1f1b"}
     c = pipe({"stages": 4, "partition": "type:Linear", "activation_checkpoint_interval": 1})
     assert (c.pipeline["stages"], c.pipeline["partition"], c.pipeline["activation_checkpoint_interval"]) == (4, "type:Linear", 1)
     assert pipe({"stages": "auto"}).pipeline["stages"] == "auto"
+    assert pipe({"schedule": "zero_bubble"}).pipeline["schedule"] == "zero_bubble"
 
 
 def test_typo_and_bad_stage_count():

@@ -253,17 +253,42 @@ class PipelineEngine(DeepSpeedEngine):
         self._labels = {}
         self._stashed_labels = []
         self._loads = 0
+        cmds = [cmd for step_cmds in sched for cmd in step_cmds]
+        recvs = {kind: [i for i, c in enumerate(cmds) if isinstance(c, kind)]
+                 for kind in (schedule.RecvActivation, schedule.RecvGrad)}
+        posted = {kind: -1 for kind in recvs}  # index of the last receive posted ahead, per kind
         try:
-            for step_cmds in sched:
-                for cmd in step_cmds:
-                    handler = self._INSTRUCTION_MAP.get(type(cmd))
-                    if handler is None:
-                        raise RuntimeError(f"{type(self).__name__} does not understand {cmd!r}")
-                    handler(self, cmd)
+            for i, cmd in enumerate(cmds):
+                handler = self._INSTRUCTION_MAP.get(type(cmd))
+                if handler is None:
+                    raise RuntimeError(f"{type(self).__name__} does not understand {cmd!r}")
+                handler(self, cmd)
+                self._prefetch(cmds, i, recvs, posted)
         finally:
             self._transfer.wait_all()
         self._buffers = {}
         self._labels = {}
+
+    def _prefetch(self, cmds, i, recvs, posted) -> None:
+        """Post the next receive of each kind once the previous one was consumed (at most one ahead:
+        bounded memory, and the channel order is kept since receives are posted in stream order)."""
+        for kind, idx in recvs.items():
+            if posted[kind] > i:
+                continue  # one is already waiting
+            nxt = next((j for j in idx if j > i), None)
+            if nxt is None:
+                continue
+            cmd = cmds[nxt]
+            v = self._virtual(cmd)
+            if kind is schedule.RecvActivation:
+                ok = self._transfer.prefetch_activations(self._rank_of_virtual(v - 1), v - 1, self._training)
+            else:
+                buf = self._buffers.get(cmd.buffer_id)
+                if buf is None or "outputs" not in buf:
+                    continue  # its forward has not run yet
+                ok = self._transfer.prefetch_grads(_flagged(buf["outputs"]), self._rank_of_virtual(v + 1), v + 1)
+            if ok:
+                posted[kind] = nxt
 
     def _virtual(self, cmd) -> int:
         return getattr(cmd, "chunk_id", 0) * self.num_stages + self.stage_id

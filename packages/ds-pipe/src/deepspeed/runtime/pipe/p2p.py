@@ -8,7 +8,9 @@ tensors into buffers the receiver allocates from it, unless ``dynamic_shape`` as
 with every message. Gradients never carry metadata: their shapes are the receiver's own outputs.
 
 Sends are posted without waiting (``isend``) and collected by :meth:`Transfer.wait_all` when the
-batch ends; receives block. Messages of one channel are matched in order (gloo matches by tag, and
+batch ends. The engine posts each channel's next receive ahead of need (``prefetch_*``), as soon as
+its shapes are known, so a message moves while the stage computes; the receive itself then only
+waits for what has not arrived. Messages of one channel are matched in order (gloo matches by tag, and
 every channel has its own tag), so a schedule only has to keep each channel's order, which
 ``deepspeed.runtime.pipe._verify`` checks.
 """
@@ -51,6 +53,8 @@ class Transfer:
         # Note: with virtual stages on one rank, a chunk may feed the next chunk of the same rank:
         # those messages stay in this process (a FIFO per channel), with no collective.
         self._local: dict[int, list] = {}
+        # receives posted ahead of need: tag -> FIFO of (works, tensors)
+        self._posted: dict[int, list] = {}
 
     # -- metadata ------------------------------------------------------------------------------------
 
@@ -114,8 +118,41 @@ class Transfer:
         for t in tensors:
             self._isend(t.detach(), dst, tag)
 
+    def _post(self, shapes, src, tag) -> None:
+        tensors = [torch.empty(shape, dtype=dtype, device=self.device) for dtype, shape in shapes]
+        works = [dist.irecv(t, src=src, tag=tag) for t in tensors]
+        self._posted.setdefault(tag, []).append((works, tensors))
+
+    def _take_posted(self, tag):
+        queue = self._posted.get(tag)
+        if not queue:
+            return None
+        works, tensors = queue.pop(0)
+        for w in works:
+            w.wait()
+        return tensors
+
+    def prefetch_activations(self, src: int, sender_virtual: int, training: bool) -> bool:
+        """Post the next activation receive now (so the data moves while this stage computes);
+        False when its shapes are not known yet (first message, or ``dynamic_shape``)."""
+        tag = channel_tag(sender_virtual, ACT, training=training)
+        if src == self._rank or self.dynamic_shape or tag not in self._recv_meta:
+            return False
+        self._post([(dtype, shape) for dtype, _, shape in self._recv_meta[tag]], src, tag)
+        return True
+
+    def prefetch_grads(self, like, src: int, sender_virtual: int) -> bool:
+        tag = channel_tag(sender_virtual, GRAD)
+        if src == self._rank:
+            return False
+        self._post([(t.dtype, tuple(t.shape)) for t in like], src, tag)
+        return True
+
     def recv_activations(self, src: int, sender_virtual: int, training: bool) -> tuple:
         tag = channel_tag(sender_virtual, ACT, training=training)
+        posted = self._take_posted(tag)
+        if posted is not None:
+            return tuple(t.requires_grad_(grad and training) for t, (_, grad, _) in zip(posted, self._recv_meta[tag]))
         if src == self._rank:
             return tuple(t.requires_grad_(grad and training) for t, grad in self._local[tag].pop(0))
         meta_tag = channel_tag(sender_virtual, ACT, meta=True, training=training)
@@ -141,6 +178,9 @@ class Transfer:
     def recv_grads(self, like, src: int, sender_virtual: int) -> tuple:
         """Gradients of the tensors ``like`` (this stage's outputs that need one)."""
         tag = channel_tag(sender_virtual, GRAD)
+        posted = self._take_posted(tag)
+        if posted is not None:
+            return tuple(posted)
         if src == self._rank:
             return self._local[tag].pop(0)
         out = []
