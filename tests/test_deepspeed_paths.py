@@ -38,3 +38,12 @@ def test_pipe_module_and_p2p_modules():
     assert p2p.needs_grad(torch.ones(2, requires_grad=True)) and not p2p.needs_grad(torch.ones(2, dtype=torch.long))
     tags = {p2p.channel_tag(s, k, m, t) for s, k, m, t in itertools.product(range(3), range(2), (False, True), (False, True))}
     assert len(tags) == 3 * 2 * 2 * 2  # every (sender, kind, meta, training) has its own tag
+
+
+def test_top_level_pipeline_names():
+    import deepspeed
+    from deepspeed.runtime.pipe.engine import PipelineEngine
+    from deepspeed.runtime.pipe.module import PipelineModule
+
+    assert deepspeed.PipelineModule is PipelineModule and deepspeed.PipelineEngine is PipelineEngine
+    assert issubclass(PipelineEngine, deepspeed.DeepSpeedEngine)

@@ -66,7 +66,9 @@ NAMES = (
     "deepspeed.runtime.zero.GatheredParameters", "deepspeed.runtime.zero.ZeroParamStatus",
     "deepspeed.runtime.utils.prefix_sum_inc", "deepspeed.runtime.utils.is_model_parallel_parameter",
     "deepspeed.checkpoint.constants.PARAM_SHAPES", "deepspeed.utils.torch.required_torch_version",
-    "deepspeed.OnDevice", "deepspeed.utils.OnDevice",
+    "deepspeed.OnDevice", "deepspeed.utils.OnDevice", "deepspeed.DeepSpeedConfigError", "deepspeed.DeepSpeedDataLoader",
+    "deepspeed.DeepSpeedOptimizer", "deepspeed.TORCH_DISTRIBUTED_DEFAULT_PORT", "deepspeed.git_hash",
+    "deepspeed.PipelineModule", "deepspeed.PipelineEngine",
 )
 
 _PLANNED = "planned for {dist}, not implemented yet"

@@ -277,3 +277,30 @@ def test_on_device_builds_modules_on_a_device_and_dtype():
     assert off.weight.dtype == torch.float32 and off.weight.device.type == "cpu"
     with pytest.raises(ValueError, match="dtype must be a floating-point dtype"):
         OnDevice(dtype=torch.int8)
+
+
+def test_top_level_names_of_deepspeed(monkeypatch):
+    import importlib
+
+    import deepspeed
+    from deepspeed.runtime.base_optimizer import DeepSpeedOptimizer
+    from deepspeed.runtime.config import DeepSpeedConfigError
+    from deepspeed.runtime.dataloader import DeepSpeedDataLoader
+
+    assert deepspeed.DeepSpeedConfigError is DeepSpeedConfigError
+    assert deepspeed.DeepSpeedDataLoader is DeepSpeedDataLoader and deepspeed.DeepSpeedOptimizer is DeepSpeedOptimizer
+    assert deepspeed.TORCH_DISTRIBUTED_DEFAULT_PORT == 29500
+    assert deepspeed.git_hash == deepspeed.__git_hash__ and deepspeed.git_branch == deepspeed.__git_branch__
+    # a name from a feature package that is missing says what to install
+    real_import = importlib.import_module
+
+    def no_pipe(name, *args, **kwargs):
+        if name.startswith("deepspeed.pipe") or name.startswith("deepspeed.runtime.pipe"):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", no_pipe)
+    monkeypatch.delitem(deepspeed.__dict__, "PipelineModule", raising=False)
+    with pytest.raises(AttributeError, match="deepspeed.PipelineModule is provided by ds-pipe, which is not installed. "
+                                             "Fix: pip install ds-pipe"):
+        deepspeed.PipelineModule

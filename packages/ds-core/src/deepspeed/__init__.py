@@ -26,6 +26,15 @@ _LAZY = {
     "logger": "deepspeed.utils",
     "log_dist": "deepspeed.utils",
     "OnDevice": "deepspeed.utils.init_on_device",
+    "DeepSpeedConfigError": "deepspeed.runtime.config",
+    "DeepSpeedDataLoader": "deepspeed.runtime.dataloader",
+    "DeepSpeedOptimizer": "deepspeed.runtime.base_optimizer",
+    "TORCH_DISTRIBUTED_DEFAULT_PORT": "deepspeed.constants",
+    "git_hash": "deepspeed.git_version_info",
+    "git_branch": "deepspeed.git_version_info",
+    # from feature packages (a missing one is named with its pip install)
+    "PipelineModule": "deepspeed.pipe",
+    "PipelineEngine": "deepspeed.runtime.pipe.engine",
 }
 # ds-core's own subpackages, and those of the feature packages (from the generated provider table).
 _CORE_SUBMODULES = {
@@ -49,7 +58,17 @@ def __getattr__(name):
     if name.startswith("_"):  # private submodules are imported, never resolved here
         raise AttributeError(f"module 'deepspeed' has no attribute '{name}'")
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ModuleNotFoundError as exc:
+            from deepspeed import _plugins
+
+            dist = _plugins.feature_for_module(_LAZY[name])
+            if dist is None or not (exc.name and _LAZY[name].startswith(exc.name)):
+                raise
+            raise AttributeError(f"deepspeed.{name} is provided by {dist}, which is not installed. "
+                                 f"Fix: pip install {dist}") from exc
+        value = getattr(module, name)
         globals()[name] = value
         return value
     if name in _submodules():
