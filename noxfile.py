@@ -257,3 +257,19 @@ def bench_compression(session: nox.Session) -> None:
     _install(session, sorted(set(_requires("ds-compression")) | set(_requires("ds-ops-cpu"))), tested=[])
     session.install("-c", str(CONSTRAINTS), TORCH, "torchao==0.18.0")
     session.run("python", "bench/compression.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def integrations_deepspeed(session: nox.Session) -> None:
+    """The `integrations` jobs on deepspeed==0.19.8 from PyPI (this venv holds it instead of this
+    repo's packages; ops JIT), then samples/s side by side with the last `nox -s integrations` run
+    (bench/integrations.py, writes bench/results/integrations.json). A job failing on DeepSpeed
+    shows as "-" there; the session still reports."""
+    _use_base(session)
+    session.env["DS_BUILD_OPS"] = "0"
+    session.install("-c", str(CONSTRAINTS), TORCH, "deepspeed==0.19.8", *INTEGRATIONS, "pytest>=8")
+    results = pathlib.Path(session.virtualenv.location, "integrations-results.json")
+    session.env.update(DS_INTEGRATIONS="1", DS_INTEGRATIONS_RESULTS=str(results))
+    session.run("python", "-m", "pytest", "-q", "-ra", "tests/integrations", *session.posargs, success_codes=[0, 1])
+    ours = ROOT / ".nox" / "integrations" / "integrations-results.json"
+    session.run("python", "bench/integrations.py", "--ours", str(ours), "--deepspeed", str(results))
