@@ -119,6 +119,23 @@ def test_zero_to_fp32_checkpoint_reproduces_eval_loss(trainer_jobs, launcher, st
         f"consolidated eval loss {plain['eval_loss']:.6f} vs trained {result['eval_loss']:.6f}")
 
 
+def test_trainer_resumes_from_the_engine_checkpoint(trainer_jobs, workdir):
+    # resume_from_checkpoint loads the engine's checkpoint (deepspeed_load_checkpoint): steps 31-36
+    # after resuming match an uninterrupted 36-step run.
+    _, first = trainer_jobs("torchrun", 3, "fp32")
+    runs = {}
+    for name, extra in (("resumed", ["--resume", str(first / f"checkpoint-{STEPS}")]), ("straight", [])):
+        out = workdir / f"trainer-resume-{name}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_port()),
+               str(JOBS / "hf_trainer.py"), "--stage", "3", "--dtype", "fp32", "--steps", "36", "--out", str(out), *extra]
+        runs[name] = _launch(f"trainer resume {name}", cmd, out)
+    resumed, straight = runs["resumed"], runs["straight"]
+    assert resumed["global_steps"] == straight["global_steps"] == 36
+    assert resumed["logged_steps"] == straight["logged_steps"] == list(range(1, 37))
+    tail = [(a, b) for a, b in zip(resumed["losses"][STEPS:], straight["losses"][STEPS:])]
+    assert len(tail) == 6 and all(abs(a - b) <= 1e-3 * abs(b) for a, b in tail), tail
+
+
 @pytest.mark.parametrize("stage", (2, 3))
 def test_lightning_converter_reads_the_checkpoint(trainer_jobs, stage):
     # Lightning's zero_to_fp32 wrapper (its CPU path; its DeepSpeed strategy itself needs CUDA).

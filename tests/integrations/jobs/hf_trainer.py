@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("fp32", "bf16"), required=True)
     ap.add_argument("--out", type=pathlib.Path, required=True)
     ap.add_argument("--local_rank", type=int, default=-1)  # passed by the deepspeed launcher
+    ap.add_argument("--resume", type=pathlib.Path, help="a checkpoint-N folder: resume_from_checkpoint")
+    ap.add_argument("--steps", type=int, default=c.STEPS)
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
@@ -38,8 +40,8 @@ def main() -> None:
     c.cpu_deepspeed_state()
     targs = TrainingArguments(
         output_dir=str(args.out), per_device_train_batch_size=c.MICRO, per_device_eval_batch_size=c.MICRO,
-        max_steps=c.STEPS, learning_rate=3e-3, warmup_steps=1, weight_decay=0.0, logging_steps=1,
-        save_strategy="steps", save_steps=c.STEPS, deepspeed=c.ds_config(args.stage, args.dtype),
+        max_steps=args.steps, learning_rate=3e-3, warmup_steps=1, weight_decay=0.0, logging_steps=1,
+        save_strategy="steps", save_steps=args.steps, deepspeed=c.ds_config(args.stage, args.dtype),
         report_to="none", dataloader_num_workers=0, disable_tqdm=True, seed=0,
         accelerator_config={"use_configured_state": True},
     )
@@ -52,7 +54,7 @@ def main() -> None:
 
     train, evald = c.TokenDataset(c.STEPS * c.MICRO * 2, seed=1), c.TokenDataset(c.EVAL_ROWS, seed=c.EVAL_SEED)
     trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=evald)
-    out = trainer.train()
+    out = trainer.train(resume_from_checkpoint=str(args.resume) if args.resume else None)
     engine = trainer.model_wrapped
     import deepspeed
 
@@ -64,10 +66,11 @@ def main() -> None:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     eval_engine = trainer.evaluate()["eval_loss"]
 
-    ckpt = args.out / f"checkpoint-{c.STEPS}"
+    ckpt = args.out / f"checkpoint-{args.steps}"
     result = dict(stage=stage, dtype=args.dtype, losses=losses, eval_loss=eval_engine,
                   samples_per_second=out.metrics["train_samples_per_second"],
-                  world_size=int(os.environ["WORLD_SIZE"]), ckpt_files=sorted(p.name for p in ckpt.rglob("*")))
+                  world_size=int(os.environ["WORLD_SIZE"]), global_steps=engine.global_steps,
+                  logged_steps=[h["step"] for h in trainer.state.log_history if "loss" in h], ckpt_files=sorted(p.name for p in ckpt.rglob("*")))
     c.write_result(args.out / "result.json", **result)
 
 
