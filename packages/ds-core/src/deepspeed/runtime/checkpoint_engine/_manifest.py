@@ -17,6 +17,7 @@ refused by name). Checkpoints without a manifest (DeepSpeed's, or older ones) lo
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -69,6 +70,17 @@ def file_record(path: str) -> FileRecord:
     return FileRecord(size, _hex(crc))
 
 
+_THREADED = 1 << 20
+_POOL = None
+
+
+def _crc_pool():
+    global _POOL
+    if _POOL is None:
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ds-ckpt-crc")
+    return _POOL
+
+
 class HashingWriter:
     """A binary file wrapper for ``torch.save``: counts and CRCs the bytes as they are written, and
     keeps the first ``OSError`` of a write (torch reports it as an unrelated RuntimeError)."""
@@ -80,13 +92,20 @@ class HashingWriter:
         self.error: OSError | None = None
 
     def write(self, data) -> int:
+        # Note: a large chunk (a tensor's storage) is CRC'd on a helper thread while this thread
+        # copies it into the file; zlib and the write both release the GIL, so on two or more
+        # cores the checksum hides behind the write. The chunk is only used during this call.
+        pending = _crc_pool().submit(zlib.crc32, data, self._crc) if len(data) >= _THREADED else None
         try:
             n = self._f.write(data)
         except OSError as exc:
             if self.error is None:
                 self.error = exc
             raise
-        self._crc = zlib.crc32(data, self._crc)
+        finally:
+            if pending is not None:
+                crc = pending.result()
+        self._crc = crc if pending is not None else zlib.crc32(data, self._crc)
         self.size += len(data)
         return n
 
