@@ -32,6 +32,14 @@ from deepspeed.runtime.zero._partitioned_param import (ZeroParamStatus, gather, 
                                                     wait_inflight)
 
 
+def _persistent_buffers(module: torch.nn.Module):
+    """``named_buffers()`` less those registered with ``persistent=False``."""
+    for prefix, mod in module.named_modules():
+        for name, buf in mod.named_buffers(recurse=False):
+            if buf is not None and name not in mod._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buf
+
+
 class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
     """Wraps a torch optimizer for ZeRO stage 3 on ``module``.
 
@@ -349,7 +357,9 @@ class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
         from deepspeed.runtime.zero._checkpoint import shared_params
 
         frozen = [(n, p) for n, p in self.module.named_parameters() if not p.requires_grad]
-        buffers = OrderedDict((n, b.detach().clone()) for n, b in self.module.named_buffers())
+        # Note: persistent buffers only, as in state_dict() (and DeepSpeed's checkpoints): a
+        # non-persistent one would come back from zero_to_fp32 as a key from_pretrained rejects.
+        buffers = OrderedDict((n, b.detach().clone()) for n, b in _persistent_buffers(self.module))
         return {
             "module": buffers, "buffer_names": list(buffers),
             "param_shapes": self.zero_param_shapes(),
