@@ -253,3 +253,31 @@ def test_checksum_costs_little_on_save(tmp_path):
     rec = ce.records()[os.path.abspath(path)]
     assert rec == _manifest.file_record(path)
     assert torch.equal(safe_load(path, expected=rec)["w"], state["w"])
+
+
+def test_every_loader_goes_through_the_safe_loader():
+    """No package of this repo calls torch.load itself: every checkpoint file is read by
+    safe_load (zero_to_fp32's standalone copy has a weights_only-only fallback for when deepspeed
+    is not importable). A new loader that calls torch.load directly fails here."""
+    import ast
+
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    allowed = {os.path.join("ds-core", "src", "deepspeed", "runtime", "checkpoint_engine", "_safe_load.py"),
+               os.path.join("ds-zero", "src", "deepspeed", "utils", "zero_to_fp32.py")}
+    offenders = []
+    for dirpath, _, files in os.walk(root):
+        if f"{os.sep}src{os.sep}" not in dirpath + os.sep:
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, root)
+                with open(path, encoding="utf-8") as f:
+                    tree = ast.parse(f.read())
+                calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                         and n.func.attr == "load" and isinstance(n.func.value, ast.Name) and n.func.value.id == "torch"]
+                if calls and rel not in allowed:
+                    offenders.append(f"{rel}:{calls[0].lineno}")
+    assert not offenders, f"torch.load outside the safe loader: {offenders}"
+    zero_to_fp32 = open(os.path.join(root, "ds-zero", "src", "deepspeed", "utils", "zero_to_fp32.py")).read()
+    assert "weights_only=False" not in zero_to_fp32 and "weights_only=not unsafe_load" in zero_to_fp32
