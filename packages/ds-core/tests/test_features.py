@@ -221,6 +221,28 @@ def test_checkpoint_state_of_each_feature_round_trips(tmp_path, monkeypatch):
     assert saved == {"a": {"v": 1}, "b": {"v": 2}}
 
 
+def test_load_checkpoint_hook_replaces_core_loader(tmp_path, monkeypatch):
+    seen = []
+
+    def load(e, d, t, options):
+        seen.append((d, t, options["load_optimizer_states"]))
+        return "own-layout", {"k": 1}
+
+    _install(monkeypatch, _feature("a", load_checkpoint=load), _feature("b"))
+    engine, *_ = deepspeed.initialize(model=model(), config=CFG)
+    # Note: no checkpoint exists there, so only the hook can answer.
+    assert engine.load_checkpoint(str(tmp_path), tag="x", load_optimizer_states=False) == ("own-layout", {"k": 1})
+    assert seen == [(str(tmp_path), "x", False)]
+
+
+def test_two_features_answering_load_checkpoint_is_an_error(tmp_path, monkeypatch):
+    hook = lambda e, d, t, o: ("p", {})  # noqa: E731
+    _install(monkeypatch, _feature("a", load_checkpoint=hook), _feature("b", load_checkpoint=hook))
+    engine, *_ = deepspeed.initialize(model=model(), config=CFG)
+    with pytest.raises(FeatureError, match="two features answer load_checkpoint"):
+        engine.load_checkpoint(str(tmp_path), tag="x")
+
+
 # -- model_parallel_dims: a model built split across ranks sizes the config's data-parallel world --
 
 

@@ -285,6 +285,9 @@ class FeatureSet:
         for feature in self:
             feature.save_checkpoint_files(engine, save_dir, tag)
 
+    def load_checkpoint(self, engine: Any, load_dir: str, tag: Any, options: dict) -> tuple | None:
+        return self._single("load_checkpoint", engine, load_dir, tag, options)
+
     def load_checkpoint_state(self, engine: Any, sd: dict, load_dir: str, tag: str, load_optimizer_states: bool,
                               load_module_only: bool) -> None:
         for feature in self:

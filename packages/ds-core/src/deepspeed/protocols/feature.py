@@ -246,6 +246,13 @@ class DeepSpeedFeature:
         """Restore what :meth:`checkpoint_state` / :meth:`save_checkpoint_files` saved (``state`` is
         None when the checkpoint has none); the flags are ``load_checkpoint``'s."""
 
+    def load_checkpoint(self, engine: "EngineView", load_dir: str, tag: str | None, options: dict) -> tuple | None:
+        """Load a checkpoint layout this feature owns instead of core's reading of DeepSpeed's
+        layout (ds-checkpoint: ``checkpoint.load_universal``), or return None to leave it to core.
+        ``options`` holds ``load_checkpoint``'s keyword arguments; the answer is what
+        ``load_checkpoint`` returns, ``(path, client_state)``. Called on every rank."""
+        return None
+
 
 class HookSpec(NamedTuple):
     """One row of the contract table."""
@@ -275,4 +282,5 @@ HOOKS: tuple[HookSpec, ...] = (
                                             "load_checkpoint"),
     HookSpec("save_checkpoint_files", "all", "in save_checkpoint, on every rank"),
     HookSpec("load_checkpoint_state", "all", "in load_checkpoint, on every rank"),
+    HookSpec("load_checkpoint", "single", "at the start of load_checkpoint, on every rank"),
 )

@@ -205,9 +205,16 @@ def _resolve(engine, load_dir: str, tag: Any) -> tuple[str | None, str]:
 
 def load(engine, load_dir: str, tag: Any, strict: bool, load_optimizer_states: bool, load_lr_scheduler_states: bool,
          load_module_only: bool, custom_load_fn) -> tuple[str | None, dict | None]:
+    options = {"strict": strict, "load_optimizer_states": load_optimizer_states,
+               "load_lr_scheduler_states": load_lr_scheduler_states, "load_module_only": load_module_only,
+               "custom_load_fn": custom_load_fn}
+    answer = engine._features.load_checkpoint(engine, load_dir, tag, options)
+    if answer is not None:
+        return answer
     if getattr(engine._config, "load_universal_checkpoint", False):
-        raise NotImplementedError("checkpoint.load_universal=true: universal checkpoints are not implemented yet "
-                                  "(they come with ds-checkpoint); remove the key to load a regular checkpoint")
+        raise NotImplementedError("checkpoint.load_universal=true: no installed feature loads universal checkpoints "
+                                  "(ds-checkpoint does: pip install ds-checkpoint); remove the key to load a regular "
+                                  "checkpoint")
     section = _ckpt_section(engine)
     tag, source = _resolve(engine, load_dir, tag)
     if tag is None:

@@ -115,8 +115,6 @@ _UNSUPPORTED: list[tuple[str, Callable[[Any], bool], str]] = [
     ("compile.deepcompile", bool, "DeepCompile is not implemented; engine.compile() uses torch.compile"),
     ("graph_harvesting", bool, "graph harvesting is not implemented"),
     ("managed_gradient_accumulation", bool, "managed gradient accumulation is not implemented"),
-    ("checkpoint.load_universal", bool,
-     "universal checkpoints are not implemented yet (they come with ds-checkpoint); load_checkpoint refuses to run"),
     ("checkpoint.use_node_local_storage", bool,
      "it has no effect: global rank 0 writes the model states, which assumes storage every node sees"),
     ("checkpoint.writer", lambda v: v is not None,
