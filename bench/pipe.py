@@ -16,7 +16,10 @@ Throughput: 1F1B, ``gradient_accumulation_steps`` 8, ours and DeepSpeed alternat
 seconds per batch of each rank (the last does not depend on how loaded the machine is, wall time
 does: the load average is recorded); the same worker code runs in both venvs (``import deepspeed`` is this project in ours, ``deepspeed==0.19.8`` in the reference).
 
-    python bench/pipe.py --runs 3 --reference-python /path/to/venv/bin/python
+    python bench/pipe.py --runs 3 --reference-python /path/to/venv/bin/python [--together]
+
+``--together`` starts both implementations at the same time each round: on a machine shared with
+other jobs, one after the other can see very different loads, side by side they see the same.
 """
 
 from __future__ import annotations
@@ -137,18 +140,33 @@ def _worker(schedule, micro_batches, steps, warmup, out_dir, measure) -> None:
 
 
 # -- driver -------------------------------------------------------------------------------------------
-def _run(python, env, schedule, micro_batches, steps, warmup, measure=False) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [python, os.path.abspath(__file__), "--worker", schedule, "--micro-batches", str(micro_batches),
-               "--steps", str(steps), "--warmup", str(warmup), "--out-dir", tmp] + (["--measure"] if measure else [])
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        files = [os.path.join(tmp, f"rank{r}.json") for r in range(STAGES)]
-        if not all(os.path.exists(f) for f in files):
-            return {"error": (proc.stderr or proc.stdout)[-3000:]}
-        ranks = [json.load(open(f)) for f in files]
+def _start(python, env, schedule, micro_batches, steps, warmup, measure, tmp):
+    cmd = [python, os.path.abspath(__file__), "--worker", schedule, "--micro-batches", str(micro_batches),
+           "--steps", str(steps), "--warmup", str(warmup), "--out-dir", tmp] + (["--measure"] if measure else [])
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _collect(proc, tmp) -> dict:
+    out = proc.communicate(timeout=900)[0]
+    files = [os.path.join(tmp, f"rank{r}.json") for r in range(STAGES)]
+    if not all(os.path.exists(f) for f in files):
+        return {"error": out[-3000:]}
+    ranks = [json.load(open(f)) for f in files]
     return {"samples_per_s": ranks[0]["samples_per_s"], "peak_rss_mib": [r["peak_rss_mib"] for r in ranks],
             "cpu_s_per_batch": [r["cpu_s_per_batch"] for r in ranks],
             "version": ranks[0]["deepspeed"], "ranks": ranks}
+
+
+def _run(python, env, schedule, micro_batches, steps, warmup, measure=False) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        return _collect(_start(python, env, schedule, micro_batches, steps, warmup, measure, tmp), tmp)
+
+
+def _run_together(impls, schedule, micro_batches, steps, warmup) -> dict:
+    """Every implementation at the same time (same machine load for all)."""
+    tmps = {i: tempfile.mkdtemp() for i in impls}
+    procs = {i: _start(*impls[i], schedule, micro_batches, steps, warmup, False, tmps[i]) for i in impls}
+    return {i: _collect(procs[i], tmps[i]) for i in impls}
 
 
 def _bubble(ranks, schedule, micro_batches) -> dict:
@@ -197,6 +215,9 @@ def main(argv=None) -> dict:
                     help="python of a venv with deepspeed==0.19.8 (bench/_reference.py --ensure); without it only "
                          "ds-pipe runs")
     ap.add_argument("--skip-bubble", action="store_true")
+    ap.add_argument("--together", action="store_true",
+                    help="run the implementations at the same time each round instead of one after the other (on a "
+                         "shared machine both then see the same load)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "pipe.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", help=argparse.SUPPRESS)
@@ -234,8 +255,10 @@ def main(argv=None) -> dict:
         impls["deepspeed"] = (args.reference_python, _reference_env(args.reference_python))
     runs: dict = {i: [] for i in impls}
     for r in range(args.runs):
+        together = _run_together(impls, "1f1b", args.micro_batches, args.steps, args.warmup) if args.together else {}
         for impl in (list(impls) if r % 2 == 0 else list(reversed(impls))):
-            res = _run(*impls[impl], "1f1b", args.micro_batches, args.steps, args.warmup)
+            res = together[impl] if args.together else _run(*impls[impl], "1f1b", args.micro_batches, args.steps,
+                                                            args.warmup)
             res.pop("ranks", None)
             runs[impl].append(res)
             shown = res["error"].splitlines()[-1:] if "error" in res else \
@@ -257,6 +280,7 @@ def main(argv=None) -> dict:
                                                                  summary["deepspeed"]["peak_rss_mib_per_rank"])]
     report["load_average_at_end"] = os.getloadavg()
     report["throughput"] = {"summary": summary, "runs": runs, "micro_batches": args.micro_batches,
+                            "together": args.together,
                             "steps": args.steps, "warmup": args.warmup}
     print(json.dumps(summary, indent=2))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
