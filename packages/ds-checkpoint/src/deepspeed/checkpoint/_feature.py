@@ -15,5 +15,14 @@ class CheckpointFeature(DeepSpeedFeature):
         attributes={"nebula_config": None, "datastates_config": None},
     )
 
+    def load_checkpoint(self, engine, load_dir, tag, options):
+        """ds_config ``checkpoint.load_universal: true``: load ``ds_to_universal``'s layout at any
+        data-parallel size and ZeRO stage; otherwise leave loading to core."""
+        if not getattr(engine._config, "load_universal_checkpoint", False):
+            return None
+        from deepspeed.checkpoint import universal_checkpoint
+
+        return universal_checkpoint.load(engine, load_dir, tag, options)
+
 
 feature = CheckpointFeature()

@@ -1,0 +1,160 @@
+"""Universal checkpoints: a ZeRO-2 checkpoint saved on 2 gloo ranks, converted by ds_to_universal,
+resumes on 1 and 2 ranks at ZeRO stages 0-3 and continues exactly like the uninterrupted run.
+
+Exactness: with 2 data-parallel ranks (or 1 rank accumulating the same 2 micro-batches) the
+averaged gradient is ``(g0 + g1) / 2`` whatever the stage or the order of the sum (a sum of two
+floats commutes, and halving is exact), every micro-batch is the same computation, and the restored
+masters and Adam moments are the saved bits; so the continuation's losses must be bitwise equal
+(tolerance 0). With 4 or more ranks the sum of 4 gradients depends on the reduction order, which
+differs between a ring all-reduce and sequential accumulation: there equality is only to
+rounding (not tested here, see the README).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from deepspeed.testing.distributed import run_distributed
+
+GLOBAL_BATCH, MICRO, SEQ, VOCAB = 4, 2, 6, 32
+SAVE_AT, TOTAL = 2, 7
+
+
+class TinyGPT(torch.nn.Module):
+    """Embedding, one tanh block with a LayerNorm, an LM head tied to the embedding."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.wte = torch.nn.Embedding(VOCAB, 16)
+        self.wpe = torch.nn.Parameter(torch.randn(SEQ, 16) * 0.02)
+        self.fc = torch.nn.Linear(16, 16)
+        self.ln = torch.nn.LayerNorm(16)
+        self.head = torch.nn.Linear(16, VOCAB, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, x):
+        h = self.wte(x) + self.wpe
+        h = h + torch.tanh(self.fc(self.ln(h)))
+        logits = self.head(h)
+        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten())
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, VOCAB, (TOTAL, GLOBAL_BATCH, SEQ), generator=g), torch.randint(0, VOCAB, (4, SEQ), generator=g)
+
+
+def _config(stage: int, dp: int, universal: bool, offload: bool = False) -> dict:
+    zero = {"stage": stage}
+    if offload and stage > 0:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {"train_batch_size": GLOBAL_BATCH, "train_micro_batch_size_per_gpu": MICRO,
+            "gradient_accumulation_steps": GLOBAL_BATCH // (MICRO * dp),
+            "optimizer": {"type": "Adam", "params": {"lr": 0.02, "weight_decay": 0.01}},
+            "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 0.02,
+                                                         "warmup_num_steps": 5}},
+            "zero_optimization": zero, "checkpoint": {"load_universal": universal}}
+
+
+def _run(stage: int, save_dir: str | None, load_dir: str | None, universal: bool = False, offload: bool = False):
+    """Train to TOTAL steps (from SAVE_AT when loading); per step the loss of a fixed eval batch."""
+    import deepspeed
+    import deepspeed.comm as dist
+
+    dp, rank = dist.get_world_size(), dist.get_rank()
+    engine, *_ = deepspeed.initialize(model=TinyGPT(), config=_config(stage, dp, universal, offload))
+    train, evalb = _data()
+    start = 0
+    if load_dir is not None:
+        path, client = engine.load_checkpoint(load_dir)
+        assert path is not None and client == {"note": "kept"}, (path, client)
+        assert engine.global_steps == SAVE_AT
+        start = SAVE_AT
+    losses = []
+    for step in range(start, TOTAL):
+        for m in range(engine.gradient_accumulation_steps()):
+            lo = (m * dp + rank) * MICRO
+            loss = engine(train[step, lo:lo + MICRO])
+            engine.backward(loss)
+            engine.step()
+        with torch.no_grad():
+            losses.append(engine(evalb).item())
+        if save_dir is not None and step + 1 == SAVE_AT:
+            engine.save_checkpoint(save_dir, tag="step2", client_state={"note": "kept"})
+    return losses, engine.get_lr()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """An uninterrupted 2-rank ZeRO-2 run that saved at step 2, and its universal conversion."""
+    root = tmp_path_factory.mktemp("ckpt")
+    results = run_distributed(_run, world_size=2, args=(2, str(root), None), timeout=300)
+    assert results[0] == results[1]
+    out = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                          str(root / "step2"), "--output_folder", str(root / "step2_universal")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return root, results[0]
+
+
+def test_layout_matches_deepspeed(saved):
+    from deepspeed.runtime.checkpoint_engine._safe_load import safe_load
+
+    root, _ = saved
+    assert (root / "latest_universal").read_text() == "step2_universal"
+    names = {"wte.weight", "wpe", "fc.weight", "fc.bias", "ln.weight", "ln.bias"}  # head.weight is tied
+    assert set(os.listdir(root / "step2_universal" / "zero")) == names | {"optimizer_state.pt"}
+    for name in names:
+        files = set(os.listdir(root / "step2_universal" / "zero" / name))
+        assert files == {"fp32.pt", "exp_avg.pt", "exp_avg_sq.pt", "step.pt"}, (name, files)
+    ms = safe_load(str(root / "step2_universal" / "mp_rank_00_model_states.pt"))
+    assert ms["universal_checkpoint_info"] == {"universal_checkpoint_version": 0.2}
+    fc = safe_load(str(root / "step2_universal" / "zero" / "fc.weight" / "fp32.pt"))["param"]
+    # the merged value is the saved model's weight (stage 2 in fp32: master and module agree)
+    assert torch.equal(fc, ms["module"]["fc.weight"])
+
+
+@pytest.mark.parametrize("world,stage,universal", [(1, 3, True), (2, 3, True), (2, 1, True), (1, 0, True),
+                                                   (1, 2, False), (1, 1, False)])
+def test_resume_at_another_size_or_stage_is_bitwise(saved, world, stage, universal):
+    """universal: through ds_to_universal + checkpoint.load_universal; else the ZeRO files directly
+    (DeepSpeed 0.19.8 refuses a 2-rank ZeRO-2 checkpoint on 1 rank)."""
+    root, (reference, lr) = saved
+    results = run_distributed(_run, world_size=world, args=(stage, None, str(root), universal), timeout=300)
+    for losses, got_lr in results:
+        assert losses == reference[SAVE_AT:], (losses, reference[SAVE_AT:])  # bitwise: see the module docstring
+        assert got_lr == lr
+
+
+def test_universal_resume_with_offload(saved):
+    root, (reference, _) = saved
+    (losses, _), = run_distributed(_run, world_size=1, args=(2, None, str(root), True, True), timeout=300)
+    assert losses == reference[SAVE_AT:]
+
+
+def test_corrupt_universal_file_is_named(saved, tmp_path):
+    import shutil
+
+    root, _ = saved
+    copy = tmp_path / "c"
+    shutil.copytree(root / "step2_universal", copy / "step2_universal")
+    (copy / "latest_universal").write_text("step2_universal")
+    victim = copy / "step2_universal" / "zero" / "fc.bias" / "exp_avg.pt"
+    data = bytearray(victim.read_bytes())
+    data[-20] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(Exception, match=r"fc\.bias/exp_avg\.pt"):
+        run_distributed(_run, world_size=1, args=(2, None, str(copy), True), timeout=300)
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    from deepspeed.checkpoint import ds_to_universal
+
+    with pytest.raises(FileNotFoundError, match="--input_folder must be one tag folder"):
+        ds_to_universal.main(["--input_folder", str(tmp_path), "--output_folder", str(tmp_path / "u")])
