@@ -158,3 +158,15 @@ def test_missing_input_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="--input_folder must be one tag folder"):
         ds_to_universal.main(["--input_folder", str(tmp_path), "--output_folder", str(tmp_path / "u")])
+
+
+@pytest.mark.parametrize("source,target", [(3, 1), (0, 2)])
+def test_other_source_stages_convert_and_resume_bitwise(tmp_path, source, target):
+    """ZeRO-3 shards (per-parameter slices) and a stage-0 checkpoint (torch optimizer state in the
+    model-states file), saved on 2 ranks, resume on 1 rank at another stage."""
+    from deepspeed.checkpoint.ds_to_universal import convert
+
+    (reference, _), _ = run_distributed(_run, world_size=2, args=(source, str(tmp_path), None), timeout=300)
+    convert(str(tmp_path / "step2"), str(tmp_path / "step2_universal"), progress=False)
+    (losses, _), = run_distributed(_run, world_size=1, args=(target, None, str(tmp_path), True), timeout=300)
+    assert losses == reference[SAVE_AT:]
