@@ -62,7 +62,8 @@ def _config(stage: int, dp: int, universal: bool, offload: bool = False) -> dict
             "zero_optimization": zero, "checkpoint": {"load_universal": universal}}
 
 
-def _run(stage: int, save_dir: str | None, load_dir: str | None, universal: bool = False, offload: bool = False):
+def _run(stage: int, save_dir: str | None, load_dir: str | None, universal: bool = False, offload: bool = False,
+         tag: str | None = None):
     """Train to TOTAL steps (from SAVE_AT when loading); per step the loss of a fixed eval batch."""
     import deepspeed
     import deepspeed.comm as dist
@@ -72,7 +73,7 @@ def _run(stage: int, save_dir: str | None, load_dir: str | None, universal: bool
     train, evalb = _data()
     start = 0
     if load_dir is not None:
-        path, client = engine.load_checkpoint(load_dir)
+        path, client = engine.load_checkpoint(load_dir, tag=tag)
         assert path is not None and client == {"note": "kept"}, (path, client)
         assert engine.global_steps == SAVE_AT
         start = SAVE_AT
@@ -130,6 +131,15 @@ def test_resume_at_another_size_or_stage_is_bitwise(saved, world, stage, univers
     for losses, got_lr in results:
         assert losses == reference[SAVE_AT:], (losses, reference[SAVE_AT:])  # bitwise: see the module docstring
         assert got_lr == lr
+
+
+@pytest.mark.parametrize("world,stage", [(1, 3), (2, 0)])
+def test_regular_checkpoint_reshards_on_load_without_conversion(saved, world, stage):
+    """checkpoint.load_universal with the regular tag: merged in memory, loaded at another stage."""
+    root, (reference, _) = saved
+    results = run_distributed(_run, world_size=world, args=(stage, None, str(root), True, False, "step2"), timeout=300)
+    for losses, _ in results:
+        assert losses == reference[SAVE_AT:]
 
 
 def test_universal_resume_with_offload(saved):

@@ -133,7 +133,7 @@ def extract(tag_dir: str, no_strict: bool = False) -> tuple[dict, "OrderedDict[s
             for key, value in opt["state"].get(idx, {}).items():
                 entry[key] = value.clone() if torch.is_tensor(value) else torch.tensor(value)
             out[name] = entry
-        return model_sd, out, opt["param_groups"]
+        return model_sd, out, [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
     files = [os.path.basename(f) for f in z2f.get_optim_files(tag_dir)]
     z2f._check_ranks(files, tag_dir)
     optim_sds = [reader(f)["optimizer_state_dict"] for f in files]

@@ -20,7 +20,7 @@ from deepspeed.checkpoint.ds_to_universal import LATEST_UNIVERSAL, MODEL_STATES,
 from deepspeed.protocols.optimizer import Fragment
 from deepspeed.runtime.checkpoint_engine._manifest import Manifest
 from deepspeed.runtime.checkpoint_engine._safe_load import safe_load
-from deepspeed.runtime.checkpoint_engine._tags import validate_tag
+from deepspeed.runtime.checkpoint_engine._tags import read_latest, validate_tag
 
 #: Keys of the model-states file that are engine state, not client state.
 _ENGINE_KEYS = frozenset({
@@ -44,6 +44,7 @@ class _Files:
 
 
 def _resolve_tag(load_dir: str, tag) -> str | None:
+    """The tag argument, else the one in ``latest_universal`` (None without that file)."""
     if tag is not None:
         return validate_tag(str(tag))
     path = os.path.join(load_dir, LATEST_UNIVERSAL)
@@ -95,41 +96,62 @@ def _param_groups(torch_opt, saved: list[dict], folder: str) -> None:
                 group[key] = value
 
 
-def load(engine, load_dir: str, tag, options: dict):
-    """What ``engine.load_checkpoint`` returns, for a universal checkpoint under ``load_dir``."""
-    section = getattr(engine._config, "checkpoint_config", None)
-    resolved = _resolve_tag(load_dir, tag)
-    if resolved is None:
-        raise FileNotFoundError(f"load_checkpoint(load_universal=true): {os.path.join(load_dir, LATEST_UNIVERSAL)} "
-                                "does not exist; run ds_to_universal first or pass tag=<universal folder name>")
-    folder = os.path.join(load_dir, resolved)
-    if not os.path.isdir(os.path.join(folder, ZERO_DIR)):
-        raise FileNotFoundError(f"load_checkpoint(load_universal=true): {folder} is not a universal checkpoint (no "
-                                f"{ZERO_DIR}/ folder); convert it with python -m deepspeed.checkpoint.ds_to_universal "
-                                f"--input_folder {folder} --output_folder {folder}_universal")
-    files = _Files(folder, bool(getattr(section, "unsafe_load", False)))
+def _read_universal(folder: str, files: "_Files", names: list[str]) -> tuple[dict, dict, list, list]:
     sd = files.load(MODEL_STATES)
-    module = sd.get("module") or {}
-    with torch.no_grad():
-        for name, buf in engine.module.named_buffers():
-            if name in module and torch.is_tensor(module[name]):
-                buf.copy_(module[name])
-    names = [n for n, p in engine.module.named_parameters() if p.requires_grad]
-    params = dict(engine.module.named_parameters())
     missing = [n for n in names if not os.path.exists(os.path.join(folder, ZERO_DIR, n, "fp32.pt"))]
-    if missing and options.get("strict", True):
-        raise FileNotFoundError(f"load_checkpoint(load_universal=true): {folder} has no {ZERO_DIR}/<name>/fp32.pt for "
-                                f"{missing}; the checkpoint is of another model (strict=False loads the others)")
-    frag, torch_opt = _target(engine)
-    load_opt = options.get("load_optimizer_states", True) and not options.get("load_module_only", False)
     loaded = {}
     for n in names:
         if n in missing:
             continue
         pdir = os.path.join(ZERO_DIR, n)
-        entry = {f[:-3]: files.load(os.path.join(pdir, f))["param"] for f in sorted(os.listdir(os.path.join(folder, pdir)))
-                 if f.endswith(".pt")}
-        loaded[n] = entry
+        loaded[n] = {f[:-3]: files.load(os.path.join(pdir, f))["param"]
+                     for f in sorted(os.listdir(os.path.join(folder, pdir))) if f.endswith(".pt")}
+    groups_file = os.path.join(ZERO_DIR, "optimizer_state.pt")
+    groups = files.load(groups_file)["param_groups"] if os.path.exists(os.path.join(folder, groups_file)) else []
+    return sd, loaded, groups, missing
+
+
+def _read_regular(folder: str, names: list[str]) -> tuple[dict, dict, list, list]:
+    """A regular engine checkpoint (any ZeRO stage and world size), merged in memory: resharding
+    on load without running ds_to_universal."""
+    from deepspeed.checkpoint.ds_to_universal import extract
+
+    sd, params, groups = extract(folder)
+    return sd, {n: params[n] for n in names if n in params}, groups, [n for n in names if n not in params]
+
+
+def load(engine, load_dir: str, tag, options: dict):
+    """What ``engine.load_checkpoint`` returns: a universal checkpoint (``zero/`` folder) or a regular
+    one under ``load_dir``, loaded at this engine's data-parallel size and ZeRO stage. Without
+    ``tag``: the tag in ``latest_universal``, else the one in ``latest``."""
+    section = getattr(engine._config, "checkpoint_config", None)
+    resolved = _resolve_tag(load_dir, tag)
+    if resolved is None:
+        resolved = read_latest(load_dir)
+    if resolved is None:
+        raise FileNotFoundError(f"load_checkpoint(load_universal=true): neither {os.path.join(load_dir, LATEST_UNIVERSAL)} "
+                                f"nor {os.path.join(load_dir, 'latest')} exists; pass tag=<checkpoint folder name>")
+    folder = os.path.join(load_dir, resolved)
+    names = [n for n, p in engine.module.named_parameters() if p.requires_grad]
+    params = dict(engine.module.named_parameters())
+    if os.path.isdir(os.path.join(folder, ZERO_DIR)):
+        files = _Files(folder, bool(getattr(section, "unsafe_load", False)))
+        sd, loaded, saved_groups, missing = _read_universal(folder, files, names)
+    elif os.path.exists(os.path.join(folder, MODEL_STATES)):
+        sd, loaded, saved_groups, missing = _read_regular(folder, names)
+    else:
+        raise FileNotFoundError(f"load_checkpoint(load_universal=true): {folder} holds neither a universal checkpoint "
+                                f"({ZERO_DIR}/ folder) nor an engine checkpoint ({MODEL_STATES}); pass the tag of one")
+    if missing and options.get("strict", True):
+        raise FileNotFoundError(f"load_checkpoint(load_universal=true): {folder} has no value for {missing}; the "
+                                "checkpoint is of another model (strict=False loads the others)")
+    module = sd.get("module") or {}
+    with torch.no_grad():
+        for name, buf in engine.module.named_buffers():
+            if name in module and torch.is_tensor(module[name]):
+                buf.copy_(module[name])
+    frag, torch_opt = _target(engine)
+    load_opt = options.get("load_optimizer_states", True) and not options.get("load_module_only", False)
     if load_opt and loaded:
         moments = sorted({k for e in loaded.values() for k in e if k not in ("fp32", "step")})
         steps = {float(e["step"]) for e in loaded.values() if "step" in e}
@@ -137,7 +159,8 @@ def load(engine, load_dir: str, tag, options: dict):
             raise ValueError(f"load_checkpoint(load_universal=true): {folder} holds different step counts {sorted(steps)}")
         step = next(iter(loaded.values())).get("step")
         _init_state(torch_opt, moments, step)
-        _param_groups(torch_opt, files.load(os.path.join(ZERO_DIR, "optimizer_state.pt"))["param_groups"], folder)
+        if saved_groups:
+            _param_groups(torch_opt, saved_groups, folder)
     with torch.no_grad():
         for n, entry in loaded.items():
             p = params[n]
