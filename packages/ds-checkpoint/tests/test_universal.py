@@ -196,3 +196,31 @@ def test_four_rank_checkpoint_resumes_on_two_and_one(tmp_path):
                                   kwargs={"micro": 1}, timeout=300)
         for losses, _ in results:
             assert losses == pytest.approx(reference[SAVE_AT:], rel=1e-6, abs=0), (world, stage, losses)
+
+
+def _load_error(load_dir: str, tag):
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(model=TinyGPT(), config=_config(2, 1, True))
+    try:
+        engine.load_checkpoint(load_dir, tag=tag)
+    except Exception as exc:  # noqa: BLE001 - the message is the result
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def test_universal_load_errors_name_the_fix(tmp_path):
+    from deepspeed.checkpoint import universal_checkpoint
+
+    assert universal_checkpoint.load.__module__ == "deepspeed.checkpoint.universal_checkpoint"
+    (tmp_path / "other").mkdir()
+    (nothing, elsewhere), = run_distributed(
+        _both_errors, world_size=1, args=(str(tmp_path),), timeout=300)
+    assert nothing == (f"FileNotFoundError: load_checkpoint(load_universal=true): neither {tmp_path}/latest_universal "
+                       f"nor {tmp_path}/latest exists; pass tag=<checkpoint folder name>")
+    assert elsewhere.startswith(f"FileNotFoundError: load_checkpoint(load_universal=true): {tmp_path}/other holds "
+                                "neither a universal checkpoint (zero/ folder) nor an engine checkpoint")
+
+
+def _both_errors(root: str):
+    return _load_error(root, None), _load_error(root, "other")
