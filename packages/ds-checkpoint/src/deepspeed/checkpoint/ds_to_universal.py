@@ -50,8 +50,10 @@ class _Progress:
         self.total, self.done, self.label, self.enabled = max(total, 1), 0, label, enabled
 
     def step(self, n: int = 1) -> None:
+        before = 100 * self.done // self.total
         self.done += n
-        if self.enabled:
+        # Note: redrawn only when the percentage moves (a log file gets at most 100 updates).
+        if self.enabled and (100 * self.done // self.total != before or self.done >= self.total):
             filled = int(30 * self.done / self.total)
             sys.stderr.write(f"\r{self.label} {self.done}/{self.total} [{'#' * filled}{'.' * (30 - filled)}]")
             if self.done >= self.total:
