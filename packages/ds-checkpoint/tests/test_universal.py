@@ -163,6 +163,19 @@ def test_corrupt_universal_file_is_named(saved, tmp_path):
         run_distributed(_run, world_size=1, args=(2, None, str(copy), True), timeout=300)
 
 
+def test_checkpoint_root_converts_its_latest_tag(saved, tmp_path):
+    from deepspeed.checkpoint.ds_to_universal import convert
+    from deepspeed.runtime.checkpoint_engine._safe_load import safe_load
+
+    root, _ = saved
+    out = convert(str(root), str(tmp_path / "u"), progress=False)
+    for name in ("fc.weight", "wte.weight"):
+        for key in ("fp32", "exp_avg_sq"):
+            a = safe_load(os.path.join(out, "zero", name, f"{key}.pt"))["param"]
+            b = safe_load(str(root / "step2_universal" / "zero" / name / f"{key}.pt"))["param"]
+            assert torch.equal(a, b)
+
+
 def test_missing_input_is_a_clear_error(tmp_path):
     from deepspeed.checkpoint import ds_to_universal
 

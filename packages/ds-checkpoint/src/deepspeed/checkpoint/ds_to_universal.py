@@ -114,7 +114,8 @@ def extract(tag_dir: str, no_strict: bool = False) -> tuple[dict, "OrderedDict[s
     reader = _Reader(tag_dir)
     if not os.path.exists(os.path.join(tag_dir, MODEL_STATES)):
         raise FileNotFoundError(f"ds_to_universal: {os.path.join(tag_dir, MODEL_STATES)} does not exist; "
-                                "--input_folder must be one tag folder of an engine checkpoint (e.g. ckpt/global_step10)")
+                                "--input_folder must be one tag folder of an engine checkpoint (e.g. ckpt/global_step10), "
+                                "or the folder holding its 'latest' file")
     model_sd = reader(MODEL_STATES)
     stage = _zero_stage(reader, model_sd)
     names = _trainable_names(model_sd)
@@ -171,6 +172,13 @@ def convert(input_folder: str, output_folder: str, num_workers: int = 4, progres
             no_strict: bool = False, keep_temp_folder: bool = False) -> str:
     """Write the universal form of the tag ``input_folder`` into ``output_folder``; returns it."""
     input_folder, output_folder = os.path.abspath(input_folder), os.path.abspath(output_folder)
+    if not os.path.exists(os.path.join(input_folder, MODEL_STATES)):
+        # Note: the checkpoint root (the folder holding 'latest') stands for its latest tag.
+        from deepspeed.runtime.checkpoint_engine._tags import read_latest
+
+        tag = read_latest(input_folder)
+        if tag is not None:
+            input_folder = os.path.join(input_folder, tag)
     if input_folder == output_folder:
         raise ValueError("ds_to_universal: --output_folder must differ from --input_folder")
     model_sd, params, param_groups = extract(input_folder, no_strict=no_strict)
