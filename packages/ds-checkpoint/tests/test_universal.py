@@ -159,7 +159,8 @@ def test_corrupt_universal_file_is_named(saved, tmp_path):
     data = bytearray(victim.read_bytes())
     data[-20] ^= 0xFF
     victim.write_bytes(bytes(data))
-    with pytest.raises(Exception, match=r"fc\.bias/exp_avg\.pt"):
+    with pytest.raises(AssertionError, match=r"CheckpointError: checkpoint file \S*/zero/fc\.bias/exp_avg\.pt is corrupt: "
+                                             r"its CRC-32 is \w+, its manifest says"):
         run_distributed(_run, world_size=1, args=(2, None, str(copy), True), timeout=300)
 
 
