@@ -142,9 +142,10 @@ def test_regular_checkpoint_reshards_on_load_without_conversion(saved, world, st
         assert losses == reference[SAVE_AT:]
 
 
-def test_universal_resume_with_offload(saved):
+@pytest.mark.parametrize("stage", [2, 3])
+def test_universal_resume_with_offload(saved, stage):
     root, (reference, _) = saved
-    (losses, _), = run_distributed(_run, world_size=1, args=(2, None, str(root), True, True), timeout=300)
+    (losses, _), = run_distributed(_run, world_size=1, args=(stage, None, str(root), True, True), timeout=300)
     assert losses == reference[SAVE_AT:]
 
 
