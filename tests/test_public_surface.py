@@ -90,3 +90,22 @@ def test_an_unresolvable_all_fails_naming_the_module(tmp_path, capsys):
     assert surface.main(["--root", str(tmp_path), "--write"]) == 2
     out = capsys.readouterr().out
     assert "pkg (packages/a/src/pkg/__init__.py): __all__ cannot be resolved statically" in out
+
+
+def test_a_shim_reexporting_another_modules_all(tmp_path, capsys):
+    """``__all__ = list(<imported module>.__all__)`` (DeepSpeed-path shims such as deepspeed.comm.comm)
+    lists the names of that module's literal ``__all__``, when the module is in the same distribution."""
+    _tree(tmp_path, {
+        "packages/a/pyproject.toml": '[project]\nname = "dist-a"\n',
+        "packages/a/src/pkg/__init__.py": '__all__ = ["one", "two"]\none = two = 1\n',
+        "packages/a/src/pkg/shim.py": "from pkg import _x\nfrom pkg import core as _core\n"
+                                      "__all__ = list(_core.__all__)\n",
+        "packages/a/src/pkg/core.py": '__all__ = ["alpha", "beta"]\nalpha = beta = 1\n',
+        "packages/a/src/pkg/elsewhere.py": "import json as _json\n__all__ = list(_json.__all__)\n",
+    })
+    assert surface.main(["--root", str(tmp_path), "--write"]) == 2
+    assert "pkg.elsewhere" in capsys.readouterr().out  # a module outside the distribution: refused
+    (tmp_path / "packages/a/src/pkg/elsewhere.py").unlink()
+    assert surface.main(["--root", str(tmp_path), "--write"]) == 0
+    recorded = (tmp_path / "tests/public_surface/dist-a.txt").read_text().splitlines()
+    assert recorded == ["pkg.core:alpha", "pkg.core:beta", "pkg.shim:alpha", "pkg.shim:beta", "pkg:one", "pkg:two"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import pathlib
 import sys
 import tomllib
@@ -80,13 +81,19 @@ def defined_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _strings(node: ast.expr, env: dict[str, ast.expr], seen: frozenset[str] = frozenset()) -> list[str]:
-    """The strings a statically known iterable yields; SurfaceError when it is not statically known."""
+def _strings(node: ast.expr, env: dict[str, ast.expr], seen: frozenset[str] = frozenset(), imports=None) -> list[str]:
+    """The strings a statically known iterable yields; SurfaceError when it is not statically known.
+
+    ``imports``: (alias -> module path, resolver) so ``<alias>.__all__`` of a module imported under
+    ``alias`` resolves to that module's own ``__all__`` (a re-exporting shim)."""
+    if (imports is not None and isinstance(node, ast.Attribute) and node.attr == "__all__"
+            and isinstance(node.value, ast.Name) and node.value.id in imports[0]):
+        return imports[1](imports[0][node.value.id])
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
         out: list[str] = []
         for elt in node.elts:
             if isinstance(elt, ast.Starred):
-                out += _strings(elt.value, env, seen)
+                out += _strings(elt.value, env, seen, imports)
             elif isinstance(elt, ast.Constant) and isinstance(elt.value, str):
                 out.append(elt.value)
             else:
@@ -96,24 +103,24 @@ def _strings(node: ast.expr, env: dict[str, ast.expr], seen: frozenset[str] = fr
         out = []
         for key, value in zip(node.keys, node.values):
             if key is None:
-                out += _strings(value, env, seen)
+                out += _strings(value, env, seen, imports)
             elif isinstance(key, ast.Constant) and isinstance(key.value, str):
                 out.append(key.value)
             else:
                 raise SurfaceError(f"line {key.lineno}: key {ast.unparse(key)!r} is not a string literal")
         return out
     if isinstance(node, ast.Name) and node.id in env and node.id not in seen:
-        return _strings(env[node.id], env, seen | {node.id})
+        return _strings(env[node.id], env, seen | {node.id}, imports)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        return _strings(node.left, env, seen) + _strings(node.right, env, seen)
+        return _strings(node.left, env, seen, imports) + _strings(node.right, env, seen, imports)
     if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)) and len(node.generators) == 1:
         gen, elt = node.generators[0], node.key if isinstance(node, ast.DictComp) else node.elt
         if (isinstance(gen.target, ast.Name) and isinstance(elt, ast.Name) and elt.id == gen.target.id
                 and not gen.ifs and not gen.is_async):
-            return _strings(gen.iter, env, seen)
+            return _strings(gen.iter, env, seen, imports)
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("list", "tuple", "sorted")
             and len(node.args) == 1 and not node.keywords):
-        return _strings(node.args[0], env, seen)
+        return _strings(node.args[0], env, seen, imports)
     raise SurfaceError(f"line {node.lineno}: {ast.unparse(node)!r} is not a statically known list of names")
 
 
@@ -121,31 +128,52 @@ def _touches_all(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Name) and n.id == "__all__" for n in ast.walk(node))
 
 
-def declared_all(tree: ast.Module) -> list[str] | None:
-    """The names of a module's ``__all__``, None when it binds none; SurfaceError when unresolvable."""
+def declared_all(tree: ast.Module, resolve=None) -> list[str] | None:
+    """The names of a module's ``__all__``, None when it binds none; SurfaceError when unresolvable.
+    ``resolve(module)``: the ``__all__`` of another module (for ``list(<imported module>.__all__)``)."""
     env: dict[str, ast.expr] = {}
     names: list[str] | None = None
+    aliases: dict[str, str] = {}
+    imports = (aliases, resolve) if resolve is not None else None
     for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module and not stmt.level:
+            for a in stmt.names:
+                aliases[a.asname or a.name] = f"{stmt.module}.{a.name}"
+        elif isinstance(stmt, ast.Import):
+            for a in stmt.names:
+                if a.asname:
+                    aliases[a.asname] = a.name
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             if stmt.targets[0].id == "__all__":
-                names = _strings(stmt.value, env)
+                names = _strings(stmt.value, env, imports=imports)
             env[stmt.targets[0].id] = stmt.value
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
             if stmt.target.id == "__all__":
-                names = _strings(stmt.value, env)
+                names = _strings(stmt.value, env, imports=imports)
             env[stmt.target.id] = stmt.value
         elif (isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id == "__all__"
               and isinstance(stmt.op, ast.Add) and names is not None):
-            names += _strings(stmt.value, env)
+            names += _strings(stmt.value, env, imports=imports)
         elif (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
               and isinstance(stmt.value.func, ast.Attribute) and isinstance(stmt.value.func.value, ast.Name)
               and stmt.value.func.value.id == "__all__" and names is not None
               and stmt.value.func.attr in ("append", "extend") and len(stmt.value.args) == 1):
             arg = stmt.value.args[0]
-            names += _strings(ast.List([arg]) if stmt.value.func.attr == "append" else arg, env)
+            names += _strings(ast.List([arg]) if stmt.value.func.attr == "append" else arg, env, imports=imports)
         elif _touches_all(stmt) and not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             raise SurfaceError(f"line {stmt.lineno}: this use of __all__ is not understood statically")
     return names
+
+
+def _module_all(src: pathlib.Path, module: str) -> list[str]:
+    """``__all__`` of ``module`` when its file is in ``src`` (the same distribution)."""
+    base = src.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.exists():
+            names = declared_all(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+            if names is not None:
+                return names
+    raise SurfaceError(f"{module}.__all__ is not a literal __all__ of a module in {src}")
 
 
 def distributions(root: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -168,7 +196,7 @@ def surface(folder: pathlib.Path) -> list[str]:
         module = ".".join(parts)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         try:
-            names = declared_all(tree)
+            names = declared_all(tree, functools.partial(_module_all, src))
         except SurfaceError as exc:
             raise SurfaceError(f"{module} ({path.relative_to(folder.parent.parent)}): __all__ cannot be resolved statically, {exc}. "
                                "Write it as a literal list of names") from None

@@ -274,3 +274,14 @@ def test_deepspeed_adagrad_and_lion_call_interfaces():
         lion.lion_update(0, 4, 1e-3, 0.9, 0.99, 0.1, lp, grads[0], torch.zeros(3))
     adagrad.destroy_adagrad(0)
     lion.destroy_lion(0)
+
+
+def test_op_builder_all_lists_every_deepspeed_builder_class():
+    """``deepspeed.ops.op_builder.__all__`` is written out for the public-surface check; it must
+    name exactly the DeepSpeed builder classes the module exports (``from ... import *`` users)."""
+    import deepspeed.ops.op_builder as op_builder
+    from deepspeed.ops.op_builder._compat_names import BUILDER_CLASSES
+
+    assert sorted(op_builder.__all__) == sorted(["CompileUnit", "OpBuilder", *BUILDER_CLASSES])
+    for name in BUILDER_CLASSES:
+        assert getattr(op_builder, name) is BUILDER_CLASSES[name]

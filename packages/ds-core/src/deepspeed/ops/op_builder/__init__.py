@@ -9,4 +9,15 @@ from deepspeed.ops.op_builder.builder import CompileUnit, OpBuilder
 
 globals().update(_BUILDER_CLASSES)
 
-__all__ = ["CompileUnit", "OpBuilder", *sorted(_BUILDER_CLASSES)]
+# Note: written out so the public-surface check can read it; tests/test_compat_ops keeps it equal to
+# _compat_names.BUILDER_CLASSES.
+__all__ = [
+    "CompileUnit", "OpBuilder", "AsyncIOBuilder", "CCLCommBuilder", "CPUAdagradBuilder",
+    "CPUAdamBuilder", "CPULionBuilder", "DeepCompileBuilder", "EvoformerAttnBuilder",
+    "FPQuantizerBuilder", "FlashAttentionBuilder", "FusedAdamBuilder", "FusedLambBuilder",
+    "FusedLionBuilder", "GDSBuilder", "InferenceBuilder", "InferenceCoreBuilder",
+    "InferenceCutlassBuilder", "PackbitsBuilder", "PinMemoryBuilder", "QuantizerBuilder",
+    "RaggedOpsBuilder", "RaggedUtilsBuilder", "RandomLTDBuilder", "ShareMemCommBuilder",
+    "SparseAttnBuilder", "SpatialInferenceBuilder", "StochasticTransformerBuilder",
+    "TransformerBuilder", "UtilsBuilder",
+]
