@@ -319,8 +319,11 @@ def test_fp16_and_bf16_together_is_an_error():
 def test_legacy_bfloat16_key():
     c = cfg({"bfloat16": {"enabled": True}})
     assert c.bfloat16_enabled and c.bf16_enabled and not c.fp16_enabled
-    with pytest.raises(ValueError, match="both 'bfloat16' and 'bf16' are set"):
+    with pytest.raises(ValueError, match="both 'bfloat16' and 'bf16' are set") as err:
         cfg({"bfloat16": {"enabled": True}, "bf16": {"enabled": True}})
+    # One line: the legacy key is not reported a second time as unknown ("did you mean 'bfloat16'?").
+    assert str(err.value) == ("ds_config: both 'bfloat16' and 'bf16' are set; 'bfloat16' is the legacy name "
+                              "of 'bf16', keep only 'bf16'")
 
 
 def test_precision_attributes():

@@ -231,6 +231,7 @@ def format_errors(exc: ValidationError, root: type[BaseModel], prefix: str = "ds
             candidates: list[str] = []
             for model in parents:
                 candidates.extend(field_names(model))
+            candidates = [c for c in candidates if c != key]  # Note: never suggest the key itself
             close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
             if close:
                 hint = f"; did you mean '{'.'.join(parent_path + [close[0]])}'?"

@@ -263,6 +263,7 @@ class DeepSpeedConfig(DeepSpeedConfigHelpers):
                 if new in param_dict:
                     errors.append(f"ds_config: both '{old}' and '{new}' are set; '{old}' is the legacy "
                                   f"name of '{new}', keep only '{new}'")
+                    param_dict.pop(old)  # Note: reported here, not again as an unknown key
                 else:
                     param_dict[new] = param_dict.pop(old)
 
