@@ -4,6 +4,8 @@ that asked for this listed the wording, says what is allowed).
 
 Each case sets one key of the base to a bad value (or removes one); the key path that must appear
 in the message is the case's id.
+
+It lives in tests/ (the combined session): the set covers sections that ds-zero validates.
 """
 
 import copy
