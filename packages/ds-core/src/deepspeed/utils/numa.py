@@ -15,6 +15,8 @@ import pathlib
 import shutil
 import subprocess
 
+from deepspeed.launcher.core_binding import _ranges  # the --bind_core_list range format
+
 _NODES = pathlib.Path("/sys/devices/system/node")
 
 
@@ -115,17 +117,6 @@ def _memory_binding(cores: list[int], numa_cores: list[list[int]]) -> list[str]:
     if len(same) > 1:  # fake NUMA: several nodes list the same cores
         return ["-m", ",".join(map(str, same))]
     return ["-m", str(home)]
-
-
-def _ranges(cores: list[int]) -> str:
-    parts, start = [], None
-    for i, c in enumerate(cores):
-        if start is None:
-            start = c
-        if i + 1 == len(cores) or cores[i + 1] != c + 1:
-            parts.append(str(start) if start == c else f"{start}-{c}")
-            start = None
-    return ",".join(parts)
 
 
 def get_numactl_cmd(bind_core_list: str | None, num_local_procs: int, local_rank: int) -> tuple[int, list[str]]:
