@@ -61,6 +61,17 @@ class Routes(NamedTuple):
     num_experts: int
 
 
+def _keep_best(mask: torch.Tensor, score: torch.Tensor, capacity: int) -> torch.Tensor:
+    """``mask`` ([S, E]) keeping, per expert, the ``capacity`` routed tokens of highest ``score``
+    (scores in [0, 1]; ties: the earlier token first)."""
+    S, E = mask.shape
+    scored = torch.where(mask.bool(), score, torch.full_like(score, -1.0))
+    order = torch.argsort(scored, dim=0, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(0, order, torch.arange(S, device=mask.device).unsqueeze(1).expand(S, E))
+    return mask * (rank < capacity).to(mask.dtype)
+
+
 def check_logits(logits: torch.Tensor, k: int) -> None:
     if logits.dim() != 2:
         raise ValueError(f"gating logits must be [tokens, num_experts]; got shape {tuple(logits.shape)}")
@@ -123,11 +134,7 @@ def route_top1(logits: torch.Tensor, capacity_factor: float, min_capacity: int, 
             # Note: Random Token Selection: over capacity, an expert keeps the routed tokens with the
             # highest uniform draw (one draw per token, torch's global generator).
             draw = torch.rand(S, device=logits.device)
-            priority = torch.where(mask.bool(), draw.unsqueeze(1), torch.full_like(draw, -1.0).unsqueeze(1))
-            order = torch.argsort(priority, dim=0, descending=True, stable=True)
-            rank = torch.empty_like(order)
-            rank.scatter_(0, order, torch.arange(S, device=logits.device).unsqueeze(1).expand(S, E))
-            mask = mask * (rank < capacity).to(mask.dtype)
+            mask = _keep_best(mask, draw.unsqueeze(1).expand(S, E), capacity)
         else:
             mask = mask * (_positions(mask) < capacity).to(mask.dtype)
     else:
@@ -195,11 +202,7 @@ def route_topk(logits: torch.Tensor, k: int, capacity_factor: float, min_capacit
         if drop_policy == "probs":
             # Note: each expert keeps the `capacity` routed tokens with the highest gate (ties: the
             # earlier token first).
-            scored = torch.where(mask.bool(), gates.detach(), torch.full_like(gates, -1.0))
-            order = torch.argsort(scored, dim=0, descending=True, stable=True)
-            rank = torch.empty_like(order)
-            rank.scatter_(0, order, torch.arange(S, device=logits.device).unsqueeze(1).expand(S, E))
-            mask = mask * (rank < capacity).to(mask.dtype)
+            mask = _keep_best(mask, gates.detach(), capacity)
         else:
             mask = mask * (_positions(mask) < capacity).to(mask.dtype)
     else:
