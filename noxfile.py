@@ -32,8 +32,9 @@ nox.options.reuse_existing_virtualenvs = False
 nox.options.sessions = ["lint", "tests", "combined", "build"]
 
 
-def _requires(package: str) -> list[str]:
-    """Sibling packages ``package`` depends on, transitively, itself first."""
+def _requires(package: str, test: bool = False) -> list[str]:
+    """Sibling packages ``package`` depends on, transitively, itself first (``test``: also the
+    siblings its own ``test`` extra names, e.g. ds-zero for ds-checkpoint's ZeRO resume tests)."""
     out: list[str] = []
     todo = [package]
     while todo:
@@ -42,7 +43,10 @@ def _requires(package: str) -> list[str]:
             continue
         out.append(name)
         meta = tomllib.loads((ROOT / "packages" / name / "pyproject.toml").read_text())
-        for req in meta["project"].get("dependencies", []):
+        reqs = list(meta["project"].get("dependencies", []))
+        if test and name == package:
+            reqs += meta["project"].get("optional-dependencies", {}).get("test", [])
+        for req in reqs:
             dep = re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].strip()
             if dep in PACKAGES:
                 todo.append(dep)
@@ -103,7 +107,7 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 @nox.parametrize("package", PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
     """Run one package's tests in a venv holding only it and its declared dependencies."""
-    _install(session, _requires(package), tested=[package])
+    _install(session, _requires(package, test=True), tested=[package])
     _pytest(session, f"packages/{package}/tests")
 
 

@@ -144,7 +144,9 @@ def quantize(x: torch.Tensor, f: FPFormat, group_size: int) -> tuple[torch.Tenso
 
 
 def scales_of(rows: torch.Tensor) -> torch.Tensor:
-    return rows[:, -4:].contiguous().view(torch.float32)
+    # Note: a fresh 1-D copy, not contiguous(): a one-row slice already counts as contiguous, yet
+    # its offset and row stride (the packed width) need not be multiples of 4, which view refuses.
+    return rows[:, -4:].reshape(-1).clone().view(torch.float32).reshape(-1, 1)
 
 
 def dequantize(rows: torch.Tensor, f: FPFormat, group_size: int, scale: torch.Tensor | None = None) -> torch.Tensor:
