@@ -1,0 +1,28 @@
+"""The feature object ds-core finds through the ``deepspeed.features`` entry point.
+
+Only declarations and checks live here. ``sequence_parallel_size`` is a core ds_config key: core
+builds the sequence-parallel and sequence-data-parallel groups from it (``engine.topology``,
+``deepspeed.utils.groups._get_sequence_parallel_group()``) and reduces gradients over the
+sequence-data-parallel group, under ZeRO too. This feature refuses a size that cannot work with
+the launched world before any group is built.
+"""
+
+from deepspeed.protocols import DeepSpeedFeature, FeatureProvides, Order
+
+
+class SequenceFeature(DeepSpeedFeature):
+    DS_PLUGIN_API = "2.0"
+    name = "sequence"
+    order = Order.DEFAULT
+    provides = FeatureProvides(modules=("deepspeed.sequence", "deepspeed.runtime.sequence_parallel"))
+
+    def is_active(self, config):
+        return int(getattr(config, "sequence_parallel_size", 1) or 1) > 1
+
+    def validate_config(self, config):
+        from deepspeed.sequence import _checks
+
+        _checks.check_sequence_parallel_size(int(getattr(config, "sequence_parallel_size", 1) or 1))
+
+
+feature = SequenceFeature()
