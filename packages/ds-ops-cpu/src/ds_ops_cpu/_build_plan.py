@@ -40,6 +40,7 @@ class Op:
     name: str  # cpu_adam
     build_var: str  # DS_BUILD_CPU_ADAM
     folder: str  # csrc/<folder>/<folder>_kernel.cpp and <folder>_binding.cpp
+    isa_variants: bool = True  # False: one kernel unit without -m flags (no SIMD hot loop: async_io)
 
     @property
     def module(self) -> str:
@@ -53,6 +54,8 @@ OPS = (
     # DeepSpeed's build variables for its quantizer ops
     Op("quantizer", "DS_BUILD_QUANTIZER", "quantizer"),
     Op("fp_quantizer", "DS_BUILD_FP_QUANTIZER", "fp_quantizer"),
+    # DeepSpeed's build variable of its aio op (here: no libaio, a thread pool over O_DIRECT)
+    Op("async_io", "DS_BUILD_AIO", "async_io", isa_variants=False),
 )
 BY_NAME = {op.name: op for op in OPS}
 
@@ -84,10 +87,12 @@ def units(op: Op, source_hash: str | None = None) -> list[tuple[str, str, tuple[
     binding = str(root / op.folder / f"{op.folder}_binding.cpp")
     out = []
     have = []
-    for isa in isas():
+    for isa in isas() if op.isa_variants else ():
         out.append((kernel, f"{op.folder}_{isa}", (f"-DDS_ISA={isa}", *X86_ISAS.get(isa, ()))))
         if isa != "scalar":
             have.append(f"-DDS_HAVE_{isa.upper()}")
+    if not op.isa_variants:
+        out.append((kernel, f"{op.folder}_kernel", ()))
     # Note: the binding is pybind11 glue with no hot loop; -O1 halves its compile time, which
     # dominates the JIT build, without touching the kernels' -O3.
     defines = ["-O1", *have]
