@@ -20,6 +20,9 @@ from deepspeed.runtime.utils import clip_coefficient
 
 #: Per-rank file of the bf16 master weights and optimizer state (DeepSpeed's name).
 BF16_RANK_FILE = "bf16_zero_pp_rank_{dp_rank}_mp_rank_{mp_rank:02d}_optim_states.pt"
+#: Per-rank file of an optimizer whose state differs between ranks (``per_rank_state = True``: the
+#: 1-bit optimizers' error-feedback buffers), so every rank resumes its own.
+RANK_OPTIM_FILE = "optim_pp_rank_{dp_rank}_mp_rank_{mp_rank:02d}_optim_states.pt"
 
 
 class DataParallelOptimizer(EngineOptimizer):
@@ -126,15 +129,18 @@ class DataParallelOptimizer(EngineOptimizer):
         if entry is not None and self.public is not None and not self._separate_rank_file:
             self.public.load_state_dict(entry)
 
+    def _rank_file(self) -> str:
+        return BF16_RANK_FILE if self.precision is not None else RANK_OPTIM_FILE
+
     def rank_files(self) -> dict[str, Any]:
         if not self._separate_rank_file:
             return {}
-        return {BF16_RANK_FILE: {"optimizer_state_dict": self.precision.state_dict()}}
+        return {self._rank_file(): {"optimizer_state_dict": self.public.state_dict()}}
 
     def load_rank_files(self, states: dict[str, Any]) -> None:
-        state = states.get(BF16_RANK_FILE)
+        state = states.get(self._rank_file())
         if state is not None:
-            self.precision.load_state_dict(state["optimizer_state_dict"])
+            self.public.load_state_dict(state["optimizer_state_dict"])
 
     def param_shapes(self) -> list[dict[str, list[int]]]:
         return [{n: list(p.shape) for n, p in self._named_params if p.requires_grad}]

@@ -20,6 +20,8 @@ from deepspeed.runtime._optim_params import check_optimizer_params
 from deepspeed.utils.logging import logger
 
 ADAM, ADAMW, ADAGRAD, LAMB, LION = "adam", "adamw", "adagrad", "lamb", "lion"
+#: The 1-bit optimizers (deepspeed.runtime.fp16.onebit); they are given the engine.
+ONEBIT = {"onebitadam": "OnebitAdam", "zerooneadam": "ZeroOneAdam", "onebitlamb": "OnebitLamb"}
 
 
 def _ops(module: str, name: str):
@@ -75,11 +77,12 @@ def _cpu_fused(params: dict, model_parameters: list) -> dict:
 
 
 def build_optimizer(name: str, params: dict | None, model_parameters: Any,
-                    host_optimizer: bool = False) -> torch.optim.Optimizer:
+                    host_optimizer: bool = False, engine: Any = None) -> torch.optim.Optimizer:
     """Instantiate the config's optimizer over ``model_parameters`` (tensors or param groups).
 
     ``host_optimizer``: the optimizer steps in host memory (a feature's ``optimizer_device`` hook
-    answered "cpu"), so Adam, Adagrad and Lion use their DeepSpeedCPU* versions."""
+    answered "cpu"), so Adam, Adagrad and Lion use their DeepSpeedCPU* versions. ``engine``: passed
+    to the 1-bit optimizers, which switch its gradient all-reduce off after their warm-up."""
     params = dict(params or {})
     if "max_grad_norm" in params:
         raise ValueError(
@@ -118,13 +121,17 @@ def build_optimizer(name: str, params: dict | None, model_parameters: Any,
         from deepspeed.ops.lamb import FusedLamb
 
         return FusedLamb(model_parameters, **params)
+    if lname in ONEBIT:
+        from deepspeed.runtime.fp16 import onebit
+
+        return getattr(onebit, ONEBIT[lname])(model_parameters, engine, **params)
     if lname == LION:
         cls = _ops("lion", "DeepSpeedCPULion") if use_cpu else None
         cls = cls or _ops("lion", "FusedLion") or _Lion
         return cls(model_parameters, **params)
     torch_names = {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)}
     if lname not in torch_names or not issubclass(getattr(torch.optim, torch_names[lname]), torch.optim.Optimizer):
-        names = [ADAM, ADAMW, ADAGRAD, LAMB, LION] + sorted(n for n in torch_names if n != "optimizer")
+        names = [ADAM, ADAMW, ADAGRAD, LAMB, LION, *ONEBIT] + sorted(n for n in torch_names if n != "optimizer")
         close = difflib.get_close_matches(lname, names, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(

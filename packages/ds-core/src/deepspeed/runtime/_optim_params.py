@@ -30,6 +30,9 @@ _IMPLEMENTATIONS = {
     "adagrad": [("adagrad", "DeepSpeedCPUAdagrad"), (None, "Adagrad")],
     "lamb": [("lamb", "FusedLamb")],
     "lion": [("lion", "FusedLion"), ("lion", "DeepSpeedCPULion")],
+    "onebitadam": [("runtime.fp16.onebit", "OnebitAdam")],
+    "zerooneadam": [("runtime.fp16.onebit", "ZeroOneAdam")],
+    "onebitlamb": [("runtime.fp16.onebit", "OnebitLamb")],
 }
 #: Names people write for another optimizer's key.
 _ALIASES = {"learning_rate": "lr", "epsilon": "eps", "beta1": "betas", "beta2": "betas", "beta": "betas",
@@ -55,8 +58,9 @@ def _torch_params(cls) -> set[str]:
 def _class(module: str | None, cls: str):
     if module is None:
         return getattr(torch.optim, cls, None)
+    path = f"deepspeed.{module}" if module.startswith("runtime.") else f"deepspeed.ops.{module}"
     try:
-        return getattr(__import__(f"deepspeed.ops.{module}", fromlist=[cls]), cls, None)
+        return getattr(__import__(path, fromlist=[cls]), cls, None)
     except ImportError:
         return None
 
@@ -71,7 +75,7 @@ def accepted(name: str) -> set[str]:
             klass = _class(module, cls)
             if klass is not None:
                 out |= _torch_params(klass) | ({"lr", "betas", "weight_decay"} if lname == "lion" else set())
-        return out - {"model_params"}
+        return out - {"model_params", "deepspeed"}
     torch_names = {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)}
     if lname in torch_names:
         return _torch_params(getattr(torch.optim, torch_names[lname]))

@@ -230,7 +230,7 @@ class DeepSpeedEngine(torch.nn.Module):
         if not params:
             return None
         host = self._features.optimizer_device(cfg) == "cpu"
-        opt = build_optimizer(cfg.optimizer_name, cfg.optimizer_params, params, host_optimizer=host)
+        opt = build_optimizer(cfg.optimizer_name, cfg.optimizer_params, params, host_optimizer=host, engine=self)
         logger.info(f"Using DeepSpeed Optimizer param name {cfg.optimizer_name} as basic optimizer: {type(opt).__name__}")
         return opt
 
@@ -267,6 +267,7 @@ class DeepSpeedEngine(torch.nn.Module):
             if reducer.gradient_groups:
                 precision.norm_fn = lambda g: reducer.global_norm([g])  # sharded parameters count once each
             separate = self.bfloat16_enabled()
+        separate = separate or bool(getattr(basic, "per_rank_state", False))
         return DataParallelOptimizer(basic, reducer, precision, clip_grad=self._grad_clip,
                                      named_params=list(self.module.named_parameters()), separate_rank_file=separate)
 
