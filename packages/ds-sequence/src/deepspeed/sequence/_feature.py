@@ -3,8 +3,8 @@
 Only declarations and checks live here. ``sequence_parallel_size`` is a core ds_config key: core
 builds the sequence-parallel and sequence-data-parallel groups from it (``engine.topology``,
 ``deepspeed.utils.groups._get_sequence_parallel_group()``) and reduces gradients over the
-sequence-data-parallel group, under ZeRO too. This feature refuses a size that cannot work with
-the launched world before any group is built.
+sequence-data-parallel group, under ZeRO too; a size that does not divide the world is refused
+there, while the config is parsed. This package adds the layers that use those groups.
 """
 
 from deepspeed.protocols import DeepSpeedFeature, FeatureProvides, Order
@@ -18,11 +18,6 @@ class SequenceFeature(DeepSpeedFeature):
 
     def is_active(self, config):
         return int(getattr(config, "sequence_parallel_size", 1) or 1) > 1
-
-    def validate_config(self, config):
-        from deepspeed.sequence import _checks
-
-        _checks.check_sequence_parallel_size(int(getattr(config, "sequence_parallel_size", 1) or 1))
 
 
 feature = SequenceFeature()
