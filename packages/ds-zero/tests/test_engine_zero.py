@@ -196,7 +196,6 @@ def test_load_module_only_and_without_optimizer_states(tmp_path, stage):
 
 @pytest.mark.parametrize("key,value,what", [
     ("zero_quantized_weights", True, "qwZ"), ("zero_quantized_gradients", True, "qgZ"),
-    ("zero_hpz_partition_size", 2, "hpZ"), ("mics_shard_size", 2, "MiCS"),
 ])
 def test_unimplemented_zero_features_are_refused(key, value, what):
     import deepspeed

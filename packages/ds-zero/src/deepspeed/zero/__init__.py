@@ -15,6 +15,7 @@ _LAZY = {
     "unregister_external_parameter": "deepspeed.runtime.zero.partition_parameters",
     "ZeroParamStatus": "deepspeed.runtime.zero.partition_parameters",
     "ZeroParamType": "deepspeed.runtime.zero.partition_parameters",
+    "MiCS_Init": "deepspeed.runtime.zero.mics",
 }
 
 __all__ = ["__version__", *_LAZY]

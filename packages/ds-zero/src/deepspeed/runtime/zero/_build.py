@@ -31,7 +31,6 @@ _UNSUPPORTED = (
     ("zero_quantized_nontrainable_weights", lambda v: bool(v), "ZeRO++ quantized frozen weights"),
     ("zero_quantized_gradients", lambda v: bool(v), "ZeRO++ quantized gradients (qgZ)"),
     ("zero_hpz_partition_size", lambda v: int(v) > 1, "ZeRO++ hierarchical partitioning (hpZ)"),
-    ("mics_shard_size", lambda v: int(v) > 0, "MiCS"),
     ("zenflow", lambda v: v is not None, "ZenFlow"),
     ("zeropp_loco_param", lambda v: v is not None, "ZeRO++ LoCo"),
 )
@@ -42,8 +41,44 @@ _NO_EFFECT = ("module_granularity_threshold",
               "memory_efficient_linear", "partition_stream_chunk_size")
 
 
+def check_comm_efficient(zcfg: Any, world: int) -> None:
+    """ZeRO++ / MiCS values that cannot work, named with the fix (before anything is built)."""
+    from deepspeed.config.model import ConfigError
+
+    stage = int(getattr(zcfg, "stage", 0) or 0)
+    for key in ("zero_quantized_weights", "zero_quantized_nontrainable_weights", "zero_quantized_gradients"):
+        if getattr(zcfg, key, False) and stage != 3:
+            raise ConfigError(f"zero_optimization.{key}=true needs zero_optimization.stage=3 (got stage={stage}); "
+                              f"ZeRO++ quantizes the stage-3 collectives: set stage to 3 or remove the key")
+    hpz = int(getattr(zcfg, "zero_hpz_partition_size", 1) or 1)
+    if hpz > 1:
+        if stage != 3:
+            raise ConfigError(f"zero_optimization.zero_hpz_partition_size={hpz} needs zero_optimization.stage=3 "
+                              f"(got stage={stage}); set stage to 3 or zero_hpz_partition_size to 1")
+        if world % hpz != 0:
+            raise ConfigError(f"zero_optimization.zero_hpz_partition_size={hpz} does not divide the data-parallel "
+                              f"world size {world}; use a divisor of {world} (the ranks per node)")
+        import os
+
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if hpz > per_node:
+            raise ConfigError(f"zero_optimization.zero_hpz_partition_size={hpz} is larger than a node "
+                              f"({per_node} ranks, LOCAL_WORLD_SIZE); use at most {per_node}")
+    mics = int(getattr(zcfg, "mics_shard_size", -1) or -1)
+    if mics > 0:
+        if stage != 3:
+            raise ConfigError(f"zero_optimization.mics_shard_size={mics} needs zero_optimization.stage=3 "
+                              f"(got stage={stage}); set stage to 3 or mics_shard_size to -1")
+        if world % mics != 0:
+            raise ConfigError(f"zero_optimization.mics_shard_size={mics} does not divide the data-parallel world "
+                              f"size {world}; use a divisor of {world} (e.g. the ranks per node) or -1")
+
+
 def check_supported(zcfg: Any) -> None:
     """Refuse zero_optimization features ds-zero lacks; warn about accepted knobs without effect."""
+    from deepspeed.runtime.zero import _ranks
+
+    check_comm_efficient(zcfg, _ranks.world_size())
     for key, active, what in _UNSUPPORTED:
         value = getattr(zcfg, key, None)
         if value is not None and active(value):
@@ -115,6 +150,9 @@ def build_zero_optimizer(engine: Any, optimizer: torch.optim.Optimizer):
     zcfg = cfg.zero_config
     check_zero_optimizer(optimizer, cfg)
     _check_offload_optimizer(cfg, optimizer, zcfg)
+    from deepspeed.runtime.zero import _ranks
+
+    check_comm_efficient(zcfg, _ranks.world_size(engine.data_parallel_group))
     fp16 = bool(cfg.fp16_enabled)
     common = dict(
         param_names={p: n for n, p in engine.module.named_parameters()},
@@ -133,12 +171,17 @@ def build_zero_optimizer(engine: Any, optimizer: torch.optim.Optimizer):
     if stage == 3:
         from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
 
-        return DeepSpeedZeroOptimizer_Stage3(
+        cls, extra = DeepSpeedZeroOptimizer_Stage3, {}
+        if int(zcfg.mics_shard_size or -1) > 0:
+            from deepspeed.runtime.zero.mics import MiCS_Optimizer
+
+            cls, extra = MiCS_Optimizer, {"mics_shard_size": int(zcfg.mics_shard_size)}
+        return cls(
             engine.module, optimizer, ds_config=engine.config, prefetch_bucket_size=zcfg.prefetch_bucket_size,
             max_reuse_distance=zcfg.max_reuse_distance, max_live_parameters=zcfg.max_live_parameters,
             param_persistence_threshold=zcfg.param_persistence_threshold,
             model_persistence_threshold=zcfg.model_persistence_threshold, offload_param_config=zcfg.offload_param,
-            sub_group_size=zcfg.sub_group_size, **common)
+            sub_group_size=zcfg.sub_group_size, **extra, **common)
     from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
     return DeepSpeedZeroOptimizer(
