@@ -92,11 +92,14 @@ def test_mics_equals_zero3_and_gathers_inside_the_shard_group():
             assert ("all_reduce", 2) in ops
 
 
-def _refusal_body(zero):
+def _refusal_body(zero, optimizer=None):
     import deepspeed
 
+    cfg = dict(_config(), zero_optimization=zero)
+    if optimizer is not None:
+        cfg["optimizer"] = {"type": optimizer, "params": {"lr": 1e-3}}
     try:
-        deepspeed.initialize(model=Net(), config=dict(_config(), zero_optimization=zero))
+        deepspeed.initialize(model=Net(), config=cfg)
     except Exception as e:  # noqa: BLE001 - the message is what is checked
         return f"{type(e).__name__}: {e}"
     return "no error"
@@ -120,3 +123,10 @@ def _refusal_body(zero):
 def test_bad_comm_efficient_values_are_refused(zero, expected):
     msg = run_distributed(_refusal_body, world_size=2, args=(zero,))[0]
     assert expected in msg, msg
+
+
+@pytest.mark.parametrize("optimizer", ["OneBitAdam", "ZeroOneAdam", "OneBitLamb"])
+def test_onebit_optimizers_are_refused_with_zero(optimizer):
+    msg = run_distributed(_refusal_body, world_size=2, args=({"stage": 1}, optimizer))[0]
+    assert (f"ConfigError: optimizer.type={optimizer!r} with zero_optimization.stage=1: the 1-bit optimizers "
+            "compress the data-parallel all-reduce and work without ZeRO only") in msg, msg

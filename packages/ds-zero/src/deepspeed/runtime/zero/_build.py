@@ -13,8 +13,10 @@ from deepspeed.utils.logging import logger
 # Optimizer classes ZeRO is tested with (by class name, so no optimizer package is imported).
 ZERO_SUPPORTED_OPTIMIZERS = {
     "Adam", "AdamW", "FusedAdam", "DeepSpeedCPUAdam", "FusedLamb", "DeepSpeedCPUAdagrad", "Adagrad",
-    "FusedLion", "DeepSpeedCPULion", "OnebitAdam", "OnebitLamb", "ZeroOneAdam",
+    "FusedLion", "DeepSpeedCPULion",
 }
+#: The 1-bit optimizers compress the engine's data-parallel all-reduce: DeepSpeed refuses them with ZeRO.
+_ONEBIT = {"OnebitAdam": "OneBitAdam", "OnebitLamb": "OneBitLamb", "ZeroOneAdam": "ZeroOneAdam"}
 _CPU_OPTIMIZERS = ("DeepSpeedCPUAdam", "DeepSpeedCPUAdagrad", "DeepSpeedCPULion")
 
 
@@ -106,6 +108,13 @@ def check_zero_optimizer(optimizer: Any, config: Any) -> None:
     if zero_stage(config) <= 0 or optimizer is None:
         return
     inner = getattr(optimizer, "optimizer", optimizer)
+    if type(inner).__name__ in _ONEBIT:
+        from deepspeed.config.model import ConfigError
+
+        raise ConfigError(
+            f"optimizer.type={_ONEBIT[type(inner).__name__]!r} with zero_optimization.stage={zero_stage(config)}: "
+            "the 1-bit optimizers compress the data-parallel all-reduce and work without ZeRO only (DeepSpeed's "
+            "rule); set zero_optimization.stage to 0 or use Adam/Lamb")
     if type(inner).__name__ in ZERO_SUPPORTED_OPTIMIZERS:
         return
     if not getattr(config, "zero_allow_untested_optimizer", False):

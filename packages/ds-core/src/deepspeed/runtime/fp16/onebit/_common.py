@@ -16,7 +16,8 @@ _BACKENDS = ("nccl", "mpi", "hccl", "gloo", "compressed", "ccl", "mccl", "xccl")
 class OnebitBase(torch.optim.Optimizer):
     """Base of OnebitAdam / ZeroOneAdam / OnebitLamb: ``deepspeed`` is the engine (it reads and
     sets ``enable_backward_allreduce``, DeepSpeed's switch between the engine's fp32 gradient
-    all-reduce and the optimizer's compressed one)."""
+    all-reduce and the optimizer's compressed one). A feature that partitions the optimizer
+    refuses these classes itself (ds-zero does, at every stage)."""
 
     _type_name = "OneBitAdam"
     #: The error-feedback buffers differ between ranks: the engine saves this optimizer's state in
@@ -29,15 +30,6 @@ class OnebitBase(torch.optim.Optimizer):
             raise ConfigError(
                 f"ds_config.optimizer.params.comm_backend_name: {comm_backend_name!r} is not a backend "
                 f"({', '.join(_BACKENDS)}); every one of them runs the same compressed all-reduce here"
-            )
-        raw = getattr(deepspeed, "config", None) if deepspeed is not None else None
-        zero = raw.get("zero_optimization") if isinstance(raw, dict) else None
-        stage = int(zero.get("stage", 0) or 0) if isinstance(zero, dict) else 0
-        if stage:
-            raise ConfigError(
-                f"ds_config.optimizer.type={self._type_name!r} with zero_optimization.stage={stage}: the 1-bit "
-                f"optimizers compress the data-parallel all-reduce and work without ZeRO only (DeepSpeed's rule); "
-                f"set zero_optimization.stage to 0 or use Adam/Lamb"
             )
         self.deepspeed = deepspeed
         self.cuda_aware = bool(cuda_aware)
