@@ -9,7 +9,8 @@ from deepspeed import _plugins
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FEATURES = {"zero": "ds-zero", "pipe": "ds-pipe", "moe": "ds-moe", "inference": "ds-inference",
-            "compression": "ds-compression", "checkpoint": "ds-checkpoint", "io": "ds-aio"}
+            "compression": "ds-compression", "checkpoint": "ds-checkpoint", "io": "ds-aio",
+            "sequence": "ds-sequence"}
 ACCELERATORS = {"cpu", "cuda", "rocm", "xpu", "hpu", "npu"}
 
 

@@ -24,6 +24,7 @@ IMPORTS = {
     "ds-compression": "import deepspeed.compression",
     "ds-checkpoint": "import deepspeed.checkpoint",
     "ds-aio": "import deepspeed.io",
+    "ds-sequence": "import deepspeed.sequence.layer, deepspeed.runtime.sequence_parallel.ulysses_sp",
     # The drop-in distribution has no module of its own: what integrations check is its metadata.
     "deepspeed": ("import importlib.metadata as md, importlib.util as u, deepspeed.zero, deepspeed.checkpoint.utils; "
                   "assert u.find_spec('deepspeed') and md.metadata('deepspeed')['Name'] == 'deepspeed'; "

@@ -69,6 +69,10 @@ NAMES = (
     "deepspeed.OnDevice", "deepspeed.utils.OnDevice", "deepspeed.DeepSpeedConfigError", "deepspeed.DeepSpeedDataLoader",
     "deepspeed.DeepSpeedOptimizer", "deepspeed.TORCH_DISTRIBUTED_DEFAULT_PORT", "deepspeed.git_hash",
     "deepspeed.PipelineModule", "deepspeed.PipelineEngine",
+    # sequence parallelism (Accelerate's ALST integration, transformers' esmfold)
+    "deepspeed.sequence.layer._SeqAllToAll", "deepspeed.sequence.layer.DistributedAttention",
+    "deepspeed.runtime.sequence_parallel.ulysses_sp.UlyssesSPAttentionHF",
+    "deepspeed.runtime.sequence_parallel.ulysses_sp.UlyssesSPDataLoaderAdapter",
 )
 
 _PLANNED = "planned for {dist}, not implemented yet"
@@ -115,13 +119,12 @@ REASONS = {
     "deepspeed.runtime.hybrid_engine_graph": "the RLHF hybrid engine is not implemented (the ds_config section warns)",
     "deepspeed.runtime.pipe": _PLANNED.format(dist="ds-pipe"),
     "deepspeed.runtime.rollout": "RL rollout helpers are not implemented",
-    "deepspeed.runtime.sequence_parallel": "Ulysses sequence parallelism is not implemented",
     "deepspeed.runtime.superoffload": "SuperOffload is not implemented",
     "deepspeed.runtime.swap_tensor": _PLANNED.format(dist="ds-aio") + " (ZeRO-Infinity tensor swapping)",
     "deepspeed.runtime.tensor_parallel": _PLANNED.format(dist="ds-inference") + " (AutoTP training)",
     "deepspeed.runtime.zenflow": "ZenFlow is not implemented",
     "deepspeed.runtime.zero": _PLANNED.format(dist="ds-zero"),
-    "deepspeed.sequence": "Ulysses / FPDT sequence parallelism is not implemented",
+    "deepspeed.sequence": "FPDT (chunked Ulysses-Offload attention), AutoSP, vocab-parallel cross-entropy: not implemented",
     "deepspeed.utils": "not implemented yet",
 }
 

@@ -15,7 +15,7 @@ import deepspeed
 
 ROOT = pathlib.Path(deepspeed.__file__).parent
 FORBIDDEN = re.compile(r"zero_optimization|stage3|stage_3|offload|nvme|torch\.cuda|\bcuda\b|\baio\b|pipeline|"
-                       r"DeepSpeedZero|ds-zero|ds-pipe|ds-aio|ds-moe|ds-inference|ds-compression|ds-checkpoint")
+                       r"DeepSpeedZero|ds-zero|ds-pipe|ds-aio|ds-moe|ds-inference|ds-compression|ds-checkpoint|ds-sequence")
 ALLOWED = {
     # DeepSpeed's engine methods that integrations call: they keep their names and delegate
     ("runtime/engine.py", "zero_optimization"): "DeepSpeed's engine method, delegates to the optimizer",

@@ -273,3 +273,28 @@ def test_weighted_loss_ignores_an_all_padding_shard():
     assert [o[2] for o in outs] == [3, 0] and outs[1][3]  # rank 1's own mean is NaN
     for loss_err, grad_err, _, _ in outs:
         assert loss_err <= REL and grad_err <= REL
+
+
+def _seq_all_to_all():
+    import deepspeed.comm as dist
+    from deepspeed.sequence.layer import _SeqAllToAll
+
+    rank = dist.get_rank()
+    group = dist.new_group([0, 1])
+    full = torch.arange(4 * 6, dtype=torch.float32).view(4, 1, 6)  # [seq, batch, heads]
+    mine = full[2 * rank:2 * rank + 2].clone().requires_grad_()
+    # DeepSpeed's call (transformers' esmfold): heads scattered (2), sequence gathered (0)
+    out = _SeqAllToAll.apply(group, mine, 2, 0)
+    weight = torch.arange(out.numel(), dtype=torch.float32).view(out.shape)
+    (out * weight).sum().backward()
+    return out.tolist(), full[:, :, 3 * rank:3 * rank + 3].tolist(), mine.grad.tolist(), weight
+
+
+def test_seq_all_to_all_exchanges_sequence_for_heads():
+    outs = run_distributed(_seq_all_to_all, world_size=2)
+    weights = [o[3] for o in outs]
+    for rank, (out, want, grad, _) in enumerate(outs):
+        assert out == want  # the whole sequence of this rank's 3 heads
+        # the gradient of rank r's shard: each rank's weights for its heads, at r's positions
+        expect = torch.cat([w[2 * rank:2 * rank + 2] for w in weights], dim=2)
+        assert grad == expect.tolist()
