@@ -213,6 +213,16 @@ def bench_zero(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def bench_comm_efficient(session: nox.Session) -> None:
+    """Bytes on the wire per step and samples/s: Adam, 1-bit Adam, 0/1 Adam, 1-bit LAMB (2 ranks),
+    ZeRO-3 and MiCS (4 ranks), ours vs deepspeed==0.19.8 (its own venv); writes
+    bench/results/comm_efficient.json."""
+    _install(session, sorted(set(_requires("ds-zero")) | set(_requires("ds-ops-cpu"))))
+    ref = session.run("python", "bench/_reference.py", "--ensure", silent=True).strip().splitlines()[-1]
+    session.run("python", "bench/comm_efficient.py", "--reference-python", ref, *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def bench_moe(session: nox.Session) -> None:
     """MoE layer forward+backward tokens/s and activation memory, capacity and dropless (skewed)
     routing, ours vs deepspeed==0.19.8 (its own venv), alternating runs; writes bench/results/moe.json."""
