@@ -231,6 +231,14 @@ def bench_moe(session: nox.Session) -> None:
     session.run("python", "bench/moe.py", "--reference-python", ref, *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+def bench_sequence(session: nox.Session) -> None:
+    """Llama-like model, sequence 2k/4k/8k on gloo CPU ranks: activation memory per rank and tokens/s,
+    SP=1 vs SP=2 vs SP=2 with TiledMLP/TiledFusedLogitsLoss, alternating runs; writes bench/results/sequence.json."""
+    _install(session, _requires("ds-sequence"))
+    session.run("python", "bench/sequence.py", *session.posargs)
+
+
 # Pinned integrations for the `integrations` session (torch stays 2.13.0: the constraints file and
 # TORCH go with every pip command).
 INTEGRATIONS = ["transformers==5.23.0", "accelerate==1.15.0", "trl==1.16.0", "datasets==5.2.0",

@@ -207,7 +207,7 @@ def test_sp2_equals_full_sequence_alone():
         assert out["grads"] <= REL, out
 
 
-def _sp_engine(stage, steps, lr=0.05):
+def _sp_engine(stage, steps, lr=0.05, use_mpu=False):
     import deepspeed
     import deepspeed.comm as dist
     from deepspeed.sequence.loss import sequence_parallel_mean_loss
@@ -218,6 +218,23 @@ def _sp_engine(stage, steps, lr=0.05):
            "zero_allow_untested_optimizer": True,
            "optimizer": {"type": "SGD", "params": {"lr": lr, "momentum": 0.9}},
            "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
+    if use_mpu:
+        # ALST's way (Accelerate): the groups as an mpu from parallel_state_sp, no config key
+        from deepspeed.runtime.sequence_parallel import parallel_state_sp as mpu
+
+        mpu.initialize_sequence_parallel(2)
+        del cfg["sequence_parallel_size"]
+        engine, *_ = deepspeed.initialize(model=TinyLlama(mpu.get_sequence_parallel_group()), config=cfg, mpu=mpu)
+        losses = []
+        ref = _reference(steps, lr)
+        for step in range(steps):
+            tokens, positions, labels = (_shard(t, rank, world) for t in _batch(step))
+            local, n = _local_loss(engine(tokens, positions), labels)
+            loss = sequence_parallel_mean_loss(local, n, mpu.get_sequence_parallel_group())
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+        return {"losses": max(abs(a - b) / abs(b) for a, b in zip(losses, ref["losses"]))}
     engine, *_ = deepspeed.initialize(model=TinyLlama(None), config=cfg)
     out = {"sp_world": groups._get_sequence_parallel_world_size(), "sp_rank": groups._get_sequence_parallel_rank(),
            "seq_dp_world": groups._get_sequence_data_parallel_world_size(), "dp_world": engine.dp_world_size}
@@ -252,3 +269,10 @@ def test_sp2_equals_full_sequence_with_zero(stage):
         assert out["grads"] <= REL, out
         assert out["losses"] <= REL, out
         assert out["loss_drop"][1] < out["loss_drop"][0]  # it trains
+
+
+def test_sp2_through_the_alst_mpu_trains_like_the_full_sequence():
+    """parallel_state_sp's groups passed as ``mpu`` (what register_with_transformers returns): ZeRO-2,
+    10 steps, the same losses as the full sequence in one process."""
+    for out in run_distributed(_sp_engine, world_size=2, args=(2, STEPS, 0.05, True), timeout=300):
+        assert out["losses"] <= REL, out
