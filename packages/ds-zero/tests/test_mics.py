@@ -130,3 +130,36 @@ def test_onebit_optimizers_are_refused_with_zero(optimizer):
     msg = run_distributed(_refusal_body, world_size=2, args=({"stage": 1}, optimizer))[0]
     assert (f"ConfigError: optimizer.type={optimizer!r} with zero_optimization.stage=1: the 1-bit optimizers "
             "compress the data-parallel all-reduce and work without ZeRO only") in msg, msg
+
+
+def _resume_body(ckpt):
+    import deepspeed
+    import deepspeed.comm as dist
+
+    cfg = _config(mics_shard_size=2)
+    rank = dist.get_rank()
+
+    def train(engine, start, stop):
+        out = []
+        for step in range(start, stop):
+            x, y = _batch(step, rank)
+            loss = engine(x, y)
+            engine.backward(loss)
+            engine.step()
+            out.append(float(loss.detach()))
+        return out
+
+    torch.manual_seed(0)
+    engine, *_ = deepspeed.initialize(model=Net(), config=cfg)
+    train(engine, 0, 4)
+    engine.save_checkpoint(ckpt)
+    after = train(engine, 4, 8)
+    torch.manual_seed(1)  # other initial weights: the checkpoint must replace them
+    fresh, *_ = deepspeed.initialize(model=Net(), config=cfg)
+    fresh.load_checkpoint(ckpt)
+    return after, train(fresh, 4, 8)
+
+
+def test_mics_checkpoint_resumes_bitwise(tmp_path):
+    for after, resumed in run_distributed(_resume_body, world_size=4, args=(str(tmp_path / "ckpt"),)):
+        assert after == resumed

@@ -124,5 +124,31 @@ class MiCS_Optimizer(DeepSpeedZeroOptimizer_Stage3):  # noqa: N801 - DeepSpeed's
         self._replica_all_reduce()
         return super().step(closure)
 
+    # -- checkpoints: one zero_pp_rank_<global rank> file per rank (replicas hold equal shards) --
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        groups = self.mics_comm_groups
+        sd["partition_count"] = groups.param_shard_size * groups.param_repli_size
+        sd["mics_shard_size"] = groups.param_shard_size
+        return sd
+
+    def load_state_dict(self, state_dict_list, load_optimizer_states: bool = True, load_from_fp32_weights: bool = False,
+                        checkpoint_folder=None, load_serial=None) -> None:
+        groups = self.mics_comm_groups
+        world = groups.param_shard_size * groups.param_repli_size
+        if isinstance(state_dict_list, dict):
+            state_dict_list = [state_dict_list] * world
+        sizes = {sd.get("mics_shard_size") for sd in state_dict_list}
+        if sizes != {groups.param_shard_size} or len(state_dict_list) != world:
+            raise NotImplementedError(
+                f"MiCS load_checkpoint: the checkpoint was saved with mics_shard_size={sorted(map(str, sizes))} on "
+                f"{len(state_dict_list)} ranks; ds-zero loads a MiCS checkpoint with the same mics_shard_size "
+                f"({groups.param_shard_size}) and world size ({world}) only")
+        start = groups.param_repli_rank * groups.param_shard_size
+        mine = [dict(sd, partition_count=groups.param_shard_size)
+                for sd in state_dict_list[start:start + groups.param_shard_size]]
+        super().load_state_dict(mine, load_optimizer_states=load_optimizer_states,
+                                load_from_fp32_weights=load_from_fp32_weights, checkpoint_folder=checkpoint_folder)
+
 
 __all__ = ["MiCS_CommGroups", "MiCS_Init", "MiCS_Optimizer", "create_mics_comm_groups"]
