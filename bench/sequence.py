@@ -10,8 +10,9 @@ fp32, CPU, gloo) does forward and backward of the mean next-token loss on one se
 
 Reported per rank (a fresh set of processes per run, configurations alternating, the order
 flipping every round; medians over rounds): activation bytes saved for backward (unique tensor
-storages reached through ``torch.autograd.graph.saved_tensors_hooks``, parameters excluded;
-the tiled functions keep their own inputs only), peak RSS growth during the step
+storages saved through ``torch.autograd.graph.saved_tensors_hooks`` and still alive, parameters
+excluded, peak over forward and backward, so the tiles the tiled functions recompute count while
+they live), peak RSS growth during the step
 (``ru_maxrss`` after minus RSS before), and tokens/s (sequence length / median step time).
 
     python bench/sequence.py --rounds 3 --iters 2
@@ -31,6 +32,7 @@ import resource
 import statistics
 import sys
 import time
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -110,17 +112,32 @@ def _worker(seq, mode, iters):
     n = seq // world
     x, y = x[:, rank * n:(rank + 1) * n], y[:, rank * n:(rank + 1) * n]
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen = {}
+    live = {"cur": 0, "peak": 0, "refs": {}}
+
+    def release(ptr):
+        n, nbytes = live["refs"][ptr]
+        if n == 1:
+            del live["refs"][ptr]
+            live["cur"] -= nbytes
+        else:
+            live["refs"][ptr] = (n - 1, nbytes)
 
     def pack(t):
         ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            seen[ptr] = t.untyped_storage().nbytes()
+        if ptr in params:
+            return t
+        n, nbytes = live["refs"].get(ptr, (0, t.untyped_storage().nbytes()))
+        if n == 0:
+            live["cur"] += nbytes
+            live["peak"] = max(live["peak"], live["cur"])
+        live["refs"][ptr] = (n + 1, nbytes)
+        weakref.finalize(t, release, ptr)
         return t
 
+    # warm-up, and the peak of live saved activations (forward and the backward's recomputation)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x, y).backward()  # warm-up, and the saved-activation count
-    saved = sum(seen.values())
+        model(x, y).backward()
+    saved = live["peak"]
     model.zero_grad(set_to_none=True)
     times = []
     before = _rss_kb()
