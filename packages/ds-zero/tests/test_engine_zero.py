@@ -152,7 +152,7 @@ def test_offload_rules():
     assert opt.single_partition_of_fp32_groups[0].device.type == "cpu"
     nvme = {"train_batch_size": 2, "optimizer": {"type": "AdamW"},
             "zero_optimization": {"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/tmp"}}}
-    with pytest.raises(NotImplementedError, match="needs ds-aio"):
+    with pytest.raises(NotImplementedError, match="offload_param.device='nvme' \\(parameters on NVMe\\) is not"):
         deepspeed.initialize(model=_model(), config=nvme)
 
 

@@ -172,6 +172,7 @@ def build_zero_optimizer(engine: Any, optimizer: torch.optim.Optimizer):
         dp_process_group=engine.data_parallel_group,
         overlap_comm=bool(zcfg.overlap_comm),
         offload_optimizer_config=zcfg.offload_optimizer,
+        aio_config=getattr(cfg, "aio_config", None),  # ds-aio's `aio` section (NVMe offload)
         mpu=engine.mpu,
         clip_grad=float(cfg.gradient_clipping or 0.0),
         communication_data_type=cfg.communication_data_type,

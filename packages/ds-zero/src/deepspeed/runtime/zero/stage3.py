@@ -24,6 +24,7 @@ from deepspeed.runtime.grad_buckets import bucket_numel
 from deepspeed.runtime.zero import _ranks
 from deepspeed.runtime.zero._fetch import ParameterFetcher
 from deepspeed.runtime.zero._grad_collectives import RowReduceScatter
+from deepspeed.runtime.zero._nvme import attach_optimizer_swapper
 from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import path
     estimate_zero3_model_states_mem_needs, estimate_zero3_model_states_mem_needs_all_cold,
     estimate_zero3_model_states_mem_needs_all_live)
@@ -63,10 +64,10 @@ class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
         if not isinstance(init_optimizer, torch.optim.Optimizer):
             raise ValueError(f"DeepSpeedZeroOptimizer_Stage3 wraps a torch.optim.Optimizer; got "
                              f"{type(init_optimizer).__name__}.")
-        for what, cfg in (("offload_optimizer", offload_optimizer_config), ("offload_param", offload_param_config)):
-            if offload_device(cfg) == "nvme":
-                raise NotImplementedError(f"zero_optimization.{what}.device='nvme' needs ds-aio's tensor swapping, "
-                                          "which is not available yet; use device='cpu'.")
+        if offload_device(offload_param_config) == "nvme":
+            raise NotImplementedError("zero_optimization.offload_param.device='nvme' (parameters on NVMe) is not "
+                                      "implemented by ds-zero yet; use offload_param.device='cpu' (optimizer state "
+                                      "can go to NVMe: offload_optimizer.device='nvme').")
         self.module = module
         self.optimizer = init_optimizer
         self.zero_stage = 3
@@ -79,7 +80,8 @@ class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
         self._global_grad_norm = 0.0
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.is_gradient_accumulation_boundary = True
-        self.cpu_offload = offload_device(offload_optimizer_config) == "cpu"
+        # Note: nvme (ZeRO-Infinity) keeps the masters on the host too; their states go to NVMe (_nvme.py).
+        self.cpu_offload = offload_device(offload_optimizer_config) in ("cpu", "nvme")
         self.offload_param = offload_device(offload_param_config) == "cpu"
         remote = torch.device("cpu") if self.offload_param else None
         pin = bool(cfg_get(offload_optimizer_config, "pin_memory", False))
@@ -164,6 +166,8 @@ class DeepSpeedZeroOptimizer_Stage3(ZeroOptimizerBase):
                                if self._subgroup_param_group[sg] == gi
                                and (not self.partial_offload or sg >= first_offloaded)]
         self.optimizer.state.clear()
+        self.optimizer_swapper = attach_optimizer_swapper(self.optimizer, offload_optimizer_config,
+                                                          unused.get("aio_config", ds_config), self.dp_rank)
         self.backup_optimizer = None
         if self.partial_offload:
             keys = ("lr", "betas", "eps", "weight_decay", "amsgrad")

@@ -25,6 +25,7 @@ from deepspeed.runtime.grad_buckets import bucket_numel
 from deepspeed.runtime.zero import _ranks
 from deepspeed.runtime.zero._flat_layout import FlatLayout
 from deepspeed.runtime.zero._grad_collectives import IntervalReduceScatter
+from deepspeed.runtime.zero._nvme import attach_optimizer_swapper
 from deepspeed.runtime.zero._memory import (  # noqa: F401 - DeepSpeed's import path
     estimate_zero2_model_states_mem_needs, estimate_zero2_model_states_mem_needs_all_cold,
     estimate_zero2_model_states_mem_needs_all_live)
@@ -90,10 +91,8 @@ class DeepSpeedZeroOptimizer(ZeroOptimizerBase):
         self.param_names = dict(param_names or {})
 
         offload = offload_device(offload_optimizer_config)
-        if offload == "nvme":
-            raise NotImplementedError("zero_optimization.offload_optimizer.device='nvme' needs ds-aio's tensor "
-                                      "swapping, which is not available yet; use device='cpu'.")
-        self.cpu_offload = offload == "cpu"
+        # Note: nvme (ZeRO-Infinity) keeps the masters on the host too; their states go to NVMe (_nvme.py).
+        self.cpu_offload = offload in ("cpu", "nvme")
         pin = bool(cfg_get(offload_optimizer_config, "pin_memory", False))
 
         # -- partition every param group -----------------------------------------------------
@@ -145,6 +144,8 @@ class DeepSpeedZeroOptimizer(ZeroOptimizerBase):
         self.dynamic_loss_scale = bool(getattr(self.loss_scaler, "dynamic", False))
         # Note: optimizer state created before wrapping refers to the old params; start it afresh.
         self.optimizer.state.clear()
+        self.optimizer_swapper = attach_optimizer_swapper(self.optimizer, offload_optimizer_config,
+                                                          unused.get("aio_config"), self.dp_rank)
 
         # Note: stage 1 reduces at the step (gradients stay whole until then); stage 2 reduces from
         # backward hooks and overlaps with backward whatever overlap_comm says, as its buckets free
