@@ -195,6 +195,14 @@ def bench_engine(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def bench_aio(session: nox.Session) -> None:
+    """1 GiB read/write GB/s of our aio handle vs dd (and fio) with direct I/O, alternated; ZeRO-3 on 2
+    gloo ranks with optimizer state on NVMe vs CPU offload (samples/s, peak RSS); bench/results/aio.json."""
+    _install(session, sorted(set(_requires("ds-aio")) | set(_requires("ds-zero")) | set(_requires("ds-ops-cpu"))))
+    session.run("python", "bench/aio.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def bench_cpu_optim(session: nox.Session) -> None:
     """CPU Adam/Adagrad/Lion at 50M and 200M params: ours (prebuilt wheel) vs torch fused/foreach
     vs deepspeed==0.19.8 (its own venv, ops JIT); writes bench/results/cpu_optim.json."""
