@@ -74,24 +74,25 @@ def io_table(folder, size, rounds):
             for name, ops in res.items()}
 
 
-def zero_run(device, folder, width, depth, steps):
-    code = f"""
-import json, os, resource, time, torch
-from deepspeed.testing.distributed import run_distributed
-def body(device, folder, width, depth, steps):
-    import deepspeed, deepspeed.comm as dist
+def _zero_body(device, folder, width, depth, steps):
+    import resource
+
+    import torch
+
+    import deepspeed
+
     torch.manual_seed(0)
     layers = []
     for _ in range(depth):
         layers += [torch.nn.Linear(width, width), torch.nn.GELU()]
     model = torch.nn.Sequential(*layers)
-    off = {{"device": device}}
+    off = {"device": device}
     if device == "nvme":
         off.update(nvme_path=folder, pipeline_read=True, pipeline_write=True)
-    cfg = {{"train_micro_batch_size_per_gpu": 8, "optimizer": {{"type": "AdamW", "params": {{"lr": 1e-4}}}},
-           "aio": {{"block_size": 1048576, "queue_depth": 8, "intra_op_parallelism": 2}},
-           "zero_optimization": {{"stage": 3, "offload_optimizer": off, "offload_param": {{"device": "cpu"}},
-                                  "sub_group_size": width * width}}}}
+    cfg = {"train_micro_batch_size_per_gpu": 8, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+           "aio": {"block_size": 1048576, "queue_depth": 8, "intra_op_parallelism": 2},
+           "zero_optimization": {"stage": 3, "offload_optimizer": off, "offload_param": {"device": "cpu"},
+                                 "sub_group_size": width * width}}
     engine, _, _, _ = deepspeed.initialize(model=model, config=cfg)
     x = torch.randn(8, width)
     t0 = None
@@ -102,13 +103,21 @@ def body(device, folder, width, depth, steps):
         engine.backward(loss)
         engine.step()
     dt = time.perf_counter() - t0
-    return {{"samples_per_s": 8 * 2 * (steps - 2) / dt,
-             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "loss": float(loss)}}
-print(json.dumps(run_distributed(body, world_size=2, args=({device!r}, {folder!r}, {width}, {depth}, {steps}),
-                                 timeout=900)))
-"""
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return {"samples_per_s": 8 * 2 * (steps - 2) / dt,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "loss": float(loss.detach())}
+
+
+def zero_run(device, folder, width, depth, steps):
+    """Both ranks in fresh processes (their peak RSS is their own)."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import aio; "
+            "from deepspeed.testing.distributed import run_distributed; "
+            "print(json.dumps(run_distributed(aio._zero_body, world_size=2, args=(sys.argv[2], sys.argv[3], "
+            "int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])), timeout=900)))")
+    proc = subprocess.run([sys.executable, "-c", code, str(HERE), device, folder, str(width), str(depth), str(steps)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ZeRO-Infinity run ({device}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
