@@ -20,6 +20,7 @@ FEATURES = {'checkpoint': 'ds-checkpoint',
  'io': 'ds-aio',
  'moe': 'ds-moe',
  'pipe': 'ds-pipe',
+ 'sequence': 'ds-sequence',
  'zero': 'ds-zero'}
 
 #: importable subpackage -> distribution
@@ -32,7 +33,9 @@ MODULES = {'deepspeed.checkpoint': 'ds-checkpoint',
  'deepspeed.ops.quantizer': 'ds-compression',
  'deepspeed.pipe': 'ds-pipe',
  'deepspeed.runtime.pipe': 'ds-pipe',
+ 'deepspeed.runtime.sequence_parallel': 'ds-sequence',
  'deepspeed.runtime.zero': 'ds-zero',
+ 'deepspeed.sequence': 'ds-sequence',
  'deepspeed.zero': 'ds-zero'}
 
 #: ds_config top-level key -> (distribution, conditions under which it matters without it)
